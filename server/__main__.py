@@ -1,0 +1,106 @@
+"""Command line: `python -m server serve|migrate|seed|routes|worker` (the only code that reads argv)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from server.helpers.logging import ACCESS_LOG_FORMAT, setup_logging
+
+log = logging.getLogger("server")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (about twice a bare aiohttp app's throughput), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from server.app import create_app
+
+    app = create_app(config)
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    kwargs = dict(
+        shutdown_timeout=config.server.shutdown_timeout,
+        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
+        access_log_format=ACCESS_LOG_FORMAT,
+        print=None,
+        loop=loop,
+    )
+    if args.fd is not None:
+        # A listening socket inherited from a supervisor (circus shares one between processes).
+        sock = socket.socket(fileno=args.fd)
+        log.info("serving on inherited socket fd %d (%s)", args.fd, sock.getsockname())
+        web.run_app(app, sock=sock, **kwargs)
+    else:
+        host = args.host or config.server.host
+        port = args.port if args.port is not None else config.server.port
+        log.info("serving on http://%s:%d", host, port)
+        web.run_app(app, host=host, port=port, **kwargs)
+    return 0
+
+
+def cmd_routes(config: Config, args: argparse.Namespace) -> int:
+    from server.app import create_app
+    from server.controllers.versions import describe_routes
+
+    app = create_app(config)
+    for info in describe_routes(app):
+        version = f"v{info.version}" if info.version is not None else "-"
+        print(f"{version:<4} {info.method:<7} {info.path:<40} {info.name or ''}")
+    return 0
+
+
+def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
+    from server.helpers.redis_server import find_redis_server
+
+    path = find_redis_server()
+    if path is None:
+        print("no redis-server >= 6.2 found", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "routes": cmd_routes, "redis-path": cmd_redis_path}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="config file (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--fd", type=int, help="serve on this inherited listening socket (circus)")
+    sub.add_parser("routes", help="print the route table of every API version")
+    sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 6.2)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.level)
+    return COMMANDS[args.command](config, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

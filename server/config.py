@@ -1,0 +1,307 @@
+"""Typed configuration: config.yaml plus environment overrides, validated once by a JSON Schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"
+
+
+class ConfigError(Exception):
+    """The configuration is unreadable or invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+    # aiohttp's graceful shutdown: in-flight requests get this long to finish.
+    shutdown_timeout: float = 20.0
+    access_log: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    path: str = "var/app.db"
+    busy_timeout_ms: int = 5000
+    read_connections: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6399/0"
+    # Bounds every command of the app's client so a hung Redis cannot hang a request.
+    socket_timeout: float = 1.0
+    connect_timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    enabled: bool = True
+    default_ttl: int = 60
+    prefix: str = "cache"
+    # How long a miss may hold the per-key lock, and how long others wait for it.
+    lock_timeout: float = 5.0
+    wait_timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CatFactsConfig:
+    url: str = "https://catfact.ninja/fact"
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    # Run a SAQ worker inside the web process (development / single process).
+    embedded_worker: bool = True
+    names: tuple[str, ...] = ("high", "default", "low")
+    concurrency: int = 4
+    job_timeout: int = 60
+    job_retries: int = 3
+    shutdown_grace: float = 10.0
+    sweep_interval: int = 5
+    dequeue_timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class HoneybadgerConfig:
+    api_key: str = ""
+    environment: str = "development"
+    endpoint: str = "https://api.honeybadger.io"
+    params_filters: tuple[str, ...] = (
+        "password", "password_confirmation", "secret", "token", "authorization", "api_key",
+        "credit_card", "cookie",
+    )
+    # Send even from development/test environments (the collector decides what to keep).
+    force_report_data: bool = False
+    timeout: float = 5.0
+    max_backlog: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class InternalConfig:
+    username: str = "admin"
+    password: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CircusConfig:
+    endpoint: str = "tcp://127.0.0.1:5555"
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    cat_facts: CatFactsConfig = field(default_factory=CatFactsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    honeybadger: HoneybadgerConfig = field(default_factory=HoneybadgerConfig)
+    internal: InternalConfig = field(default_factory=InternalConfig)
+    circus: CircusConfig = field(default_factory=CircusConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (tuples as lists), the shape `build_config` takes."""
+        return _plain(dataclasses.asdict(self))
+
+
+# Environment variables that override config.yaml. Names are part of the contract: add, never rename.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "SERVER_HOST": ("server", "host"),
+    "SERVER_PORT": ("server", "port"),
+    "LOG_LEVEL": ("logging", "level"),
+    "DATABASE_PATH": ("database", "path"),
+    "REDIS_URL": ("redis", "url"),
+    "CAT_FACTS_URL": ("cat_facts", "url"),
+    "QUEUE_EMBEDDED_WORKER": ("queue", "embedded_worker"),
+    "HONEYBADGER_API_KEY": ("honeybadger", "api_key"),
+    "HONEYBADGER_ENVIRONMENT": ("honeybadger", "environment"),
+    "HONEYBADGER_ENDPOINT": ("honeybadger", "endpoint"),
+    "HONEYBADGER_FORCE_REPORT_DATA": ("honeybadger", "force_report_data"),
+    "INTERNAL_USERNAME": ("internal", "username"),
+    "INTERNAL_PASSWORD": ("internal", "password"),
+    "CIRCUS_ENDPOINT": ("circus", "endpoint"),
+}
+
+_SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _json_type(annotation: Any) -> dict[str, Any]:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        (item, _ellipsis) = typing.get_args(annotation)
+        return {"type": "array", "items": _json_type(item)}
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_json_type(a) for a in typing.get_args(annotation)]}
+    return {
+        str: {"type": "string"}, bool: {"type": "boolean"}, int: {"type": "integer"},
+        float: {"type": "number"}, type(None): {"type": "null"},
+    }[annotation]
+
+
+def _section_schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {f.name: _json_type(hints[f.name]) for f in dataclasses.fields(cls)},
+    }
+
+
+def _config_schema() -> dict[str, Any]:
+    hints = typing.get_type_hints(Config)
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: _section_schema(hints[name]) for name in _SECTIONS},
+    }
+    props = schema["properties"]
+    # Constraints beyond the types, where a wrong value would fail later and obscurely.
+    props["server"]["properties"]["port"].update(minimum=0, maximum=65535)
+    props["server"]["properties"]["host"]["minLength"] = 1
+    props["server"]["properties"]["max_body_bytes"]["minimum"] = 1
+    props["server"]["properties"]["shutdown_timeout"]["minimum"] = 0
+    props["logging"]["properties"]["level"]["enum"] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    props["database"]["properties"]["path"]["minLength"] = 1
+    props["database"]["properties"]["read_connections"].update(minimum=1, maximum=32)
+    props["database"]["properties"]["busy_timeout_ms"]["minimum"] = 1
+    props["redis"]["properties"]["url"]["pattern"] = r"^(redis|rediss|unix)://"
+    props["redis"]["properties"]["socket_timeout"]["exclusiveMinimum"] = 0
+    props["redis"]["properties"]["connect_timeout"]["exclusiveMinimum"] = 0
+    props["cache"]["properties"]["default_ttl"]["minimum"] = 1
+    props["cache"]["properties"]["lock_timeout"]["exclusiveMinimum"] = 0
+    props["cache"]["properties"]["wait_timeout"]["minimum"] = 0
+    props["cat_facts"]["properties"]["url"]["pattern"] = r"^https?://"
+    props["cat_facts"]["properties"]["timeout"]["exclusiveMinimum"] = 0
+    queue = props["queue"]["properties"]
+    queue["names"].update(minItems=1, uniqueItems=True)
+    queue["names"]["items"]["pattern"] = r"^[a-z][a-z0-9_-]*$"
+    queue["concurrency"]["minimum"] = 1
+    queue["job_timeout"]["minimum"] = 1
+    queue["job_retries"]["minimum"] = 1
+    queue["shutdown_grace"]["minimum"] = 0
+    queue["sweep_interval"]["minimum"] = 1
+    queue["dequeue_timeout"]["exclusiveMinimum"] = 0
+    hb = props["honeybadger"]["properties"]
+    hb["endpoint"]["pattern"] = r"^https?://"
+    hb["timeout"]["exclusiveMinimum"] = 0
+    hb["max_backlog"]["minimum"] = 1
+    props["internal"]["properties"]["username"]["minLength"] = 1
+    props["circus"]["properties"]["endpoint"]["pattern"] = r"^(tcp|ipc)://"
+    return schema
+
+
+CONFIG_SCHEMA: dict[str, Any] = _config_schema()
+CONFIG_VALIDATOR = Draft202012Validator(CONFIG_SCHEMA)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(raw: str, schema: Mapping[str, Any]) -> Any:
+    """Turn an environment string into the schema's type; leave it alone when it does not parse."""
+    kind = schema.get("type")
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+    except ValueError:
+        return raw
+    if kind == "boolean":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+    return raw
+
+
+def apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return a copy of `raw` with the documented environment variables applied."""
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for env_name, (section, key) in ENV_OVERRIDES.items():
+        if env_name not in environ:
+            continue
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            continue  # reported by validation as a wrong type for the section
+        key_schema = CONFIG_SCHEMA["properties"][section]["properties"][key]
+        target[key] = _coerce(environ[env_name], key_schema)
+    return merged
+
+
+def _error_line(error: Any) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        return f"{path + ': ' if path else ''}{error.message}"
+    return f"{path or '<root>'}: {error.message}"
+
+
+def build_config(raw: Mapping[str, Any] | None, *, base_dir: Path | None = None) -> Config:
+    """Validate plain data and turn it into a `Config`; raises ConfigError naming the bad key."""
+    raw = dict(raw or {})
+    errors = sorted(CONFIG_VALIDATOR.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError(_error_line(errors[0]))
+    hints = typing.get_type_hints(Config)
+    sections: dict[str, Any] = {}
+    for name, cls in hints.items():
+        values = dict(raw.get(name) or {})
+        for key, value in values.items():
+            if isinstance(value, list):
+                values[key] = tuple(value)
+        sections[name] = cls(**values)
+    config = Config(**sections)
+    if base_dir is not None:
+        db_path = Path(config.database.path)
+        if not db_path.is_absolute() and config.database.path != ":memory:":
+            config = dataclasses.replace(
+                config, database=dataclasses.replace(config.database, path=str(base_dir / db_path))
+            )
+    return config
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG_PATH, environ: Mapping[str, str] | None = None) -> Config:
+    """Read config.yaml, apply the environment, validate; raises ConfigError with one clear line."""
+    path = Path(path)
+    environ = os.environ if environ is None else environ
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: <root>: must be a mapping of sections")
+    raw = apply_env_overrides(raw, environ)
+    try:
+        return build_config(raw, base_dir=path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

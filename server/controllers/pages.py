@@ -1,0 +1,59 @@
+"""Pages outside the versioned API: the index, liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from server.controllers.versions import API_VERSIONS, describe_routes
+from server.keys import DB_KEY, REDIS_KEY
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+READY_CHECK_TIMEOUT = 2.0
+
+
+@routes.get("/", name="index")
+@aiohttp_jinja2.template("index.html")
+async def get_index(request: web.Request) -> dict[str, Any]:
+    infos = describe_routes(request.app)
+    versions = [
+        {"number": v, "prefix": f"/api/v{v}", "routes": [r for r in infos if r.version == v]}
+        for v in sorted(API_VERSIONS)
+    ]
+    return {"versions": versions, "pages": [r for r in infos if r.version is None]}
+
+
+@routes.get("/healthz", name="healthz")
+async def get_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str]:
+    try:
+        await asyncio.wait_for(probe, READY_CHECK_TIMEOUT)
+    except Exception as exc:  # any failure of a dependency means "not ready", named below
+        log.warning("readiness check %s failed: %r", name, exc)
+        return name, f"error: {type(exc).__name__}"
+    return name, "ok"
+
+
+@routes.get("/readyz", name="readyz")
+async def get_readyz(request: web.Request) -> web.Response:
+    results = dict(
+        await asyncio.gather(
+            _check("database", request.config_dict[DB_KEY].ping()),
+            _check("redis", request.config_dict[REDIS_KEY].ping()),
+        )
+    )
+    failing = sorted(name for name, state in results.items() if state != "ok")
+    body: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "checks": results}
+    if failing:
+        body["failing"] = failing
+        return web.json_response(body, status=503, headers={"Retry-After": "5"})
+    return web.json_response(body)

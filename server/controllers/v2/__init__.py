@@ -1,0 +1,1 @@
+"""Handlers that API version 2 overrides; everything else is inherited from the common tables."""

@@ -1,0 +1,16 @@
+"""GET /api/v2/foo: v1's answer plus links (v2 may add fields, never remove v1's)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.controllers.foo import foo_payload
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/foo", name="foo")
+async def get_foo(request: web.Request) -> web.Response:
+    payload = await foo_payload(request)
+    payload["links"] = {"self": str(request.rel_url.with_query(None))}
+    return web.json_response(payload)

@@ -1,0 +1,1 @@
+"""Small pieces shared by controllers, middlewares and workers."""

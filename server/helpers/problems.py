@@ -1,0 +1,47 @@
+"""RFC 9457 problem-details responses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from server.keys import REQUEST_ID_KEY
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+def status_title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def problem(
+    request: web.Request,
+    status: int,
+    title: str | None = None,
+    *,
+    detail: str | None = None,
+    type: str = "about:blank",
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Build an `application/problem+json` answer carrying the request id."""
+    body: dict[str, Any] = {
+        "type": type,
+        "title": title or status_title(status),
+        "status": status,
+        "detail": detail if detail is not None else (title or status_title(status)),
+        "request_id": request.get(REQUEST_ID_KEY),
+    }
+    if errors is not None:
+        body["errors"] = list(errors)
+    response = web.Response(
+        status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
+    )
+    return response

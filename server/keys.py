@@ -1,0 +1,25 @@
+"""Every typed application and request key, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from server.config import Config
+from server.models.database import Database
+
+# Called with (request, exception) for every unhandled error; the error-reporting layer sets it.
+ErrorReporter = Callable[[web.Request, BaseException], None]
+
+CONFIG_KEY = web.AppKey("config", Config)
+DB_KEY = web.AppKey("db", Database)
+REDIS_KEY = web.AppKey("redis", Redis)
+HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
+REPORTER_KEY = web.AppKey("error_reporter", ErrorReporter)
+# Set on each API version's sub-app: the version number its handlers serve.
+API_VERSION_KEY = web.AppKey("api_version", int)
+
+REQUEST_ID_KEY = web.RequestKey("request_id", str)

@@ -1,0 +1,1 @@
+"""Middlewares: request ids, problem-details errors, validation, caching."""

@@ -1,0 +1,43 @@
+"""Every error, ours or aiohttp's, becomes RFC 9457 problem details; tracebacks only reach the log."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.helpers.errors import DomainError
+from server.helpers.problems import problem
+from server.keys import REPORTER_KEY
+
+log = logging.getLogger(__name__)
+
+# Headers of an aiohttp HTTPException worth keeping on the problem answer.
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as exc:
+        return problem(
+            request, exc.status, exc.title, detail=exc.detail, type=exc.type,
+            errors=exc.errors, headers=exc.headers,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
+        return problem(request, exc.status, exc.reason, detail=detail, headers=headers)
+    except Exception as exc:  # CancelledError is a BaseException: a client disconnect is not caught
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        reporter = request.config_dict.get(REPORTER_KEY)
+        if reporter is not None:
+            try:
+                reporter(request, exc)
+            except Exception:
+                log.exception("error reporter failed")
+        return problem(request, 500, "Internal Server Error", detail="The server failed to handle the request.")

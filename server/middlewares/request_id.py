@@ -1,0 +1,59 @@
+"""X-Request-ID: echo a well-formed incoming id, generate one otherwise, log it on every line."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.keys import REQUEST_ID_KEY
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def install_log_record_factory() -> None:
+    """Give every log record a `request_id` (the request being handled, or '-'). Idempotent."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "adds_request_id", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = current_request_id.get()
+        return record
+
+    factory.adds_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def incoming_or_new(value: str | None) -> str:
+    """The client's id when it is 1-128 chars of [A-Za-z0-9._-], else a fresh one."""
+    if value is not None and _VALID_ID.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = incoming_or_new(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID_KEY] = rid
+    token = current_request_id.set(rid)
+    try:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            # Redirects and other non-error HTTP exceptions travel as exceptions; tag them too.
+            exc.headers[REQUEST_ID_HEADER] = rid
+            raise
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = rid
+        return response
+    finally:
+        current_request_id.reset(token)

@@ -1,0 +1,56 @@
+"""Shared fixtures: a throwaway redis-server per test session, a fresh SQLite file per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from server.app import create_app
+from server.config import Config
+from server.helpers.redis_server import RedisProcess
+from server.middlewares.request_id import install_log_record_factory
+from support import make_test_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def request_ids_in_log_records() -> None:
+    """As `python -m server` does: every log record carries the request id."""
+    install_log_record_factory()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    """One redis-server on a free port for the whole session (never the developer's 6379)."""
+    with RedisProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> Iterator[str]:
+    """The session Redis, emptied before each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisProcess]:
+    """A Redis of this test's own, which the test may stop and start."""
+    with RedisProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def config(tmp_path, redis_url) -> Config:
+    return make_test_config(database=tmp_path / "test.db", redis_url=redis_url)
+
+
+@pytest.fixture
+async def client(redis_url, aiohttp_client, config):
+    # redis_url comes first so the server outlives the app's cleanup.
+    return await aiohttp_client(create_app(config))
