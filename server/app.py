@@ -18,6 +18,7 @@ from server.controllers.versions import mount_api_versions
 from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY
 from server.middlewares.errors import errors
 from server.middlewares.request_id import request_id
+from server.middlewares.validation import validation
 from server.models.database import Database
 
 log = logging.getLogger(__name__)
@@ -80,5 +81,5 @@ def create_app(config: Config) -> web.Application:
     )
     app.cleanup_ctx.extend([database_ctx, redis_ctx, http_ctx])
     app.add_routes(pages.routes)
-    mount_api_versions(app)
+    mount_api_versions(app, middlewares=[validation])
     return app

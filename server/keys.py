@@ -23,3 +23,7 @@ REPORTER_KEY = web.AppKey("error_reporter", ErrorReporter)
 API_VERSION_KEY = web.AppKey("api_version", int)
 
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+# Filled by the validation middleware from the route's schemas, already checked and coerced.
+BODY_KEY = web.RequestKey("body", object)
+QUERY_KEY = web.RequestKey("query", dict)
+PATH_KEY = web.RequestKey("path", dict)
