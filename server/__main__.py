@@ -75,7 +75,28 @@ def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "routes": cmd_routes, "redis-path": cmd_redis_path}
+def cmd_supervise(config: Config, args: argparse.Namespace) -> int:
+    from server.supervision import supervise
+
+    return supervise(config, args.config.resolve())
+
+
+def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
+    import os
+
+    from server.config import PROJECT_ROOT
+    from server.supervision import redis_shim
+
+    return redis_shim(os.environ["REDIS_SERVER"], PROJECT_ROOT / "redis.conf", int(os.environ["REDIS_PORT"]))
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "routes": cmd_routes,
+    "redis-path": cmd_redis_path,
+    "supervise": cmd_supervise,
+    "redis-shim": cmd_redis_shim,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fd", type=int, help="serve on this inherited listening socket (circus)")
     sub.add_parser("routes", help="print the route table of every API version")
     sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 6.2)")
+    sub.add_parser("supervise", help="apply migrations, then run everything under circusd (foreground)")
+    sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")
     return parser
 
 
