@@ -87,7 +87,10 @@ def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
     from server.config import PROJECT_ROOT
     from server.supervision import redis_shim
 
-    return redis_shim(os.environ["REDIS_SERVER"], PROJECT_ROOT / "redis.conf", int(os.environ["REDIS_PORT"]))
+    data_dir = Path(os.environ["VAR_DIR"]) / "redis"
+    return redis_shim(
+        os.environ["REDIS_SERVER"], PROJECT_ROOT / "redis.conf", int(os.environ["REDIS_PORT"]), data_dir
+    )
 
 
 COMMANDS = {

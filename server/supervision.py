@@ -25,7 +25,7 @@ from server.config import PROJECT_ROOT, Config
 log = logging.getLogger(__name__)
 
 CIRCUS_INI = PROJECT_ROOT / "circus.ini"
-VAR_DIR = PROJECT_ROOT / "var"
+DEFAULT_VAR_DIR = PROJECT_ROOT / "var"
 # Redis waits this long, after being asked to stop, for the web and worker processes to let go.
 REDIS_DRAIN_SECONDS = 40.0
 _PR_SET_PDEATHSIG = 1
@@ -47,6 +47,8 @@ def circus_env(config: Config, environ: Mapping[str, str], redis_binary: str) ->
     env.update(
         {
             "PROJECT_ROOT": str(PROJECT_ROOT),
+            # Logs and Redis data (git-ignored); tests point it at a temporary directory.
+            "VAR_DIR": environ.get("VAR_DIR") or str(DEFAULT_VAR_DIR),
             "PYTHON": sys.executable,
             "SERVER_HOST": config.server.host,
             "SERVER_PORT": str(config.server.port),
@@ -82,9 +84,10 @@ def supervise(config: Config, config_path: Path, ini: Path = CIRCUS_INI) -> int:
         print("no redis-server >= 6.2 found: run `make run` (it installs one) or put one on PATH",
               file=sys.stderr)
         return 1
-    for folder in (VAR_DIR / "log", VAR_DIR / "redis"):
-        folder.mkdir(parents=True, exist_ok=True)
     env = circus_env(config, os.environ, redis_binary)
+    var_dir = Path(env["VAR_DIR"])
+    for folder in (var_dir / "log", var_dir / "redis"):
+        folder.mkdir(parents=True, exist_ok=True)
     env["SERVER_CONFIG"] = str(config_path)
     migrate = subprocess.run(
         [sys.executable, "-m", "server", "--config", str(config_path), "migrate"], env=env
@@ -95,7 +98,7 @@ def supervise(config: Config, config_path: Path, ini: Path = CIRCUS_INI) -> int:
     if circusd is None:
         print("circusd not found: install the project (`make run`)", file=sys.stderr)
         return 1
-    print(f"starting circusd with {ini} (logs in {VAR_DIR / 'log'}); Ctrl-C stops everything",
+    print(f"starting circusd with {ini} (logs in {var_dir / 'log'}); Ctrl-C stops everything",
           file=sys.stderr)
     sys.stderr.flush()
     os.execve(circusd, [circusd, str(ini)], env)
@@ -125,7 +128,9 @@ def _other_clients(port: int) -> int | None:
         return None
 
 
-def redis_shim(binary: str, conf: Path, port: int, drain_seconds: float = REDIS_DRAIN_SECONDS) -> int:
+def redis_shim(
+    binary: str, conf: Path, port: int, data_dir: Path, drain_seconds: float = REDIS_DRAIN_SECONDS
+) -> int:
     """Run redis-server as a child; on SIGTERM/SIGINT stop it only once its clients are gone.
 
     circus stops all watchers at once. Redis must go last so that in-flight requests and jobs can
@@ -134,7 +139,9 @@ def redis_shim(binary: str, conf: Path, port: int, drain_seconds: float = REDIS_
     flushes its append-only file on SIGTERM).
     """
     proc = subprocess.Popen(
-        [binary, str(conf), "--port", str(port)], preexec_fn=_die_with_parent, cwd=str(PROJECT_ROOT)
+        [binary, str(conf), "--port", str(port), "--dir", str(data_dir)],
+        preexec_fn=_die_with_parent,
+        cwd=str(PROJECT_ROOT),
     )
     stopping = threading.Event()
 

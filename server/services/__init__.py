@@ -1,0 +1,1 @@
+"""Clients of third parties and of other local services; their errors know nothing of HTTP."""
