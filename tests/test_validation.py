@@ -81,11 +81,20 @@ async def test_bar_lists_every_violation(client):
 
 async def test_not_json_is_400(client):
     for raw in (b"{", b"", b"{'hello': 1}", b"\xff\xfe\x00", b"[1,]", b'{"a": NaN}', b"Infinity",
-                b"[" * 100_000 + b"]" * 100_000):
+                b"[" * 100_000 + b"]" * 100_000, b'{"hello": "\\ud800", "world": [{"color": "x"}]}',
+                b'{"hello": "x", "world": [{"color": "\\uDC00 \\ud83d"}]}', b'"\xed\xa0\x80"',
+                b"\xef\xbb\xbf{}"):
         resp = await client.post("/api/v1/bar", data=raw, headers={"Content-Type": "application/json"})
         body = await resp.json()
         assert_problem(resp, body, 400)
         assert "not valid JSON" in body["detail"]
+
+
+async def test_escaped_pairs_and_backslashes_are_fine(client):
+    for color in ("\U0001f600", "\\ud800", "é"):
+        resp = await client.post("/api/v1/bar", json={"hello": "x", "world": [{"color": color}]})
+        assert resp.status == 200
+        assert (await resp.json())["data"] == [color]
 
 
 async def test_wrong_content_type_is_415(client):
