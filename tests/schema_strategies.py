@@ -1,10 +1,9 @@
-"""Hypothesis strategies for JSON documents: valid for a schema, near misses, and anything at all.
+"""Hypothesis strategies for JSON documents: valid for a schema, near misses, and anything at all."""
 
-hypothesis-jsonschema would generate the valid ones, but its object generation relies on
-Hypothesis internals that changed (it fails on current Hypothesis), so this module generates
-from the keywords our schemas use; documents are filtered through the reference validator, so a
-keyword it does not model costs examples, never correctness.
-"""
+# hypothesis-jsonschema would generate the valid ones, but its object generation relies on
+# Hypothesis internals that have changed (0.23.1 fails on Hypothesis 6.170: `many.more`), so this
+# module generates from the keywords schemas commonly use. Valid documents are filtered through
+# the reference validator: a keyword it does not model costs examples, never correctness.
 
 from __future__ import annotations
 

@@ -192,3 +192,30 @@ async def test_docs_page_shows_every_operation_offline(sample_client):
 async def test_index_links_to_the_docs(client):
     html = await (await client.get("/")).text()
     assert 'href="/docs"' in html and 'href="/openapi.json"' in html
+
+
+def test_describe_is_optional_and_can_hide_a_route():
+    from server.controllers.versions import RouteInfo
+    from server.openapi import build_openapi, describe
+
+    async def shown(request): ...
+
+    @describe(hidden=True)
+    async def hidden(request): ...
+
+    async def documented(request):
+        """First line is the summary.
+
+        The rest is not."""
+
+    routes = [RouteInfo(None, "GET", "/a", None, shown), RouteInfo(None, "GET", "/b", None, hidden),
+              RouteInfo(3, "DELETE", "/api/v3/c/{c_id}", "c", documented),
+              RouteInfo(None, "GET", "/internal/x", None, shown), RouteInfo(None, "*", "/any", None, shown)]
+    doc = build_openapi(routes, title="t", version="1")
+    OpenAPIV31SpecValidator(doc).validate()
+    assert set(doc["paths"]) == {"/a", "/api/v3/c/{c_id}"}
+    assert "summary" not in doc["paths"]["/a"]["get"]
+    delete = doc["paths"]["/api/v3/c/{c_id}"]["delete"]
+    assert delete["summary"] == "First line is the summary."
+    assert delete["tags"] == ["v3"]
+    assert set(delete["responses"]) == {"2XX", "404", "500"}  # success code unknown without a stamp

@@ -319,3 +319,13 @@ async def test_the_stamped_schema_is_the_one_validating(client):
     assert request_schemas(routes[0].handler)["body"].schema is POST_BAR_SCHEMA
     resp = await client.post("/api/v1/bar", json=VALID_BAR)
     assert resp.status == 200
+
+
+def test_when_the_validators_disagree_the_fast_one_decides_and_names_the_violation():
+    # jsonschema's "email" check only looks for an "@"; jsonschema_rs checks the address.
+    compiled = CompiledSchema({"type": "object", "properties": {"to": {"type": "string", "format": "email"}}})
+    assert compiled.full.is_valid({"to": "@example.com"})
+    assert not compiled.is_valid({"to": "@example.com"})
+    errors = compiled.errors({"to": "@example.com"})
+    assert [path for path, _ in errors] == [["to"]]
+    assert compiled.errors({"to": "a@example.com"}) == []

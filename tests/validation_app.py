@@ -1,5 +1,4 @@
-"""A sub-app for the validation tests: function handlers with query, path and body schemas, and a
-class-based view whose methods carry hooks of both supported signatures."""
+"""A test sub-app: function handlers with every kind of schema, a class-based view with hooks."""
 
 from __future__ import annotations
 

@@ -111,5 +111,7 @@ def docs_context(document: dict[str, Any]) -> dict[str, Any]:
     responses={200: {"description": "The documentation page", "schema": PAGE_SCHEMA, "content_type": "text/html"}},
 )
 async def get_docs(request: web.Request) -> web.Response:
-    context = docs_context(openapi_document(request.app))
-    return aiohttp_jinja2.render_template("docs.html", request, context)
+    cache = request.app[OPENAPI_KEY]
+    if "docs" not in cache:
+        cache["docs"] = docs_context(openapi_document(request.app))
+    return aiohttp_jinja2.render_template("docs.html", request, cache["docs"])

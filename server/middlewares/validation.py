@@ -1,20 +1,9 @@
-"""Request validation: per-route JSON Schemas for the body, query and path, checked before the handler.
+"""Request validation: JSON Schemas stamped on handlers, checked by one middleware before the handler."""
 
-Handlers are stamped by decorators (`body_schema`, `query_schema`, `path_schema`); one middleware
-reads the stamps from `request.match_info.handler`, so decorator order does not matter and
-class-based views work (stamp their methods). Each schema is compiled once, when decorated, into
-two validators (Draft 2020-12, format checking on in both): `jsonschema_rs` answers "valid?" on
-every request in well under a microsecond; the reference `jsonschema` only runs on a body already
-known to be invalid, to list every violation with its path.
-
-On a body that fails its schema, a hook may answer instead of the default 422:
-- a function handler: `<method>_schema_validation_error(request, error)` in the handler's module;
-- a class-based view: the method of that name on the view class, either an instance method
-  `(self, error)` (the view is built for the request, so `self.request` is there) or a
-  staticmethod/classmethod `(request, error)`; without one, the module's hook applies.
-`error` is the `ValidationFailed` the default answer would be built from (`.detail`, `.errors`).
-A hook returns a response (or an awaitable of one), or None to fall back to the default answer.
-"""
+# Decorators (`body_schema`, `query_schema`, `path_schema`) stamp handlers; the middleware reads
+# the stamps from `request.match_info.handler`, so decorator order does not matter and class-based
+# views work (stamp their methods). See `CompiledSchema` for the two validators and `find_hook`
+# for the hooks that may answer a failed body instead of the default 422.
 
 from __future__ import annotations
 
@@ -48,7 +37,12 @@ ValidationHook = Callable[[web.Request, ValidationFailed], Any]
 
 
 class CompiledSchema:
-    """A JSON Schema compiled once: the schema itself (for OpenAPI), a fast and a full validator."""
+    """A JSON Schema compiled once: the schema itself (for OpenAPI), a fast and a full validator.
+
+    Both are Draft 2020-12 with format checking on. `jsonschema_rs` answers "valid?" on every
+    request in under a microsecond; the reference `jsonschema` only runs on a document already
+    known to be invalid, to list every violation with its path.
+    """
 
     __slots__ = ("schema", "fast", "full")
 
@@ -187,7 +181,15 @@ def _param_errors(
 
 
 def find_hook(request: web.Request, handler: Any) -> ValidationHook | None:
-    """`<method>_schema_validation_error` on the view class, else in the handler's module."""
+    """The hook that answers a body failing its schema instead of the default 422, if any.
+
+    - a function handler: `<method>_schema_validation_error(request, error)` in its module;
+    - a class-based view: the method of that name on the view class, either an instance method
+      `(self, error)` (the view is built for the request, so `self.request` is there) or a
+      staticmethod/classmethod `(request, error)`; without one, its module's hook applies.
+    `error` is the `ValidationFailed` the default answer would be built from (`.detail`,
+    `.errors`). A hook returns a response (or an awaitable of one), or None for the default.
+    """
     name = f"{request.method.lower()}_schema_validation_error"
     registered = request.match_info.handler
     if isinstance(registered, type):
