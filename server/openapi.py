@@ -52,6 +52,8 @@ class Description:
 def _response_object(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(spec, str):
         return {"description": spec}
+    if "$ref" in spec:
+        return dict(spec)
     response = dict(spec)
     schema = response.pop("schema", None)
     content_type = response.pop("content_type", "application/json")
@@ -72,8 +74,9 @@ def describe(
     """Stamp a handler with documentation for /openapi.json (optional: the schemas say the rest).
 
     `responses` maps a status code to a description, or to an OpenAPI Response Object in which
-    `schema` (and `content_type`, default application/json) may stand for `content`. A code
-    given here replaces the generated answer for that code. `hidden` keeps the route out.
+    `schema` (and `content_type`, default application/json) may stand for `content`, or to
+    `problem_response(status)`. A code given here replaces the generated answer for that code.
+    `hidden` keeps the route out.
     """
     stamp_value = Description(
         summary=summary,
@@ -156,8 +159,18 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     415: ("UnsupportedMediaType", "The body was not sent as `application/json`"),
     422: ("ValidationFailed", "The body does not match the schema; `errors` has a JSON pointer per violation"),
     500: ("InternalServerError", "The server failed; the answer says nothing of why"),
+    502: ("BadGateway", "An upstream service answered badly or not at all"),
     503: ("ServiceUnavailable", "A dependency is down; retry after `Retry-After` seconds"),
+    504: ("GatewayTimeout", "An upstream service did not answer in time"),
 }
+
+
+def problem_response(status: int) -> dict[str, str]:
+    """A reference to the shared problem-details answer for `status`, for `describe(responses=...)`.
+
+    Raises KeyError for a status without one (see ERROR_RESPONSES).
+    """
+    return {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
 
 
 def _error_response_components() -> dict[str, Any]:
@@ -277,10 +290,6 @@ def _media_with_ref(media: Mapping[str, Any], schemas: _Schemas, hint: str) -> d
     return media
 
 
-def _error_ref(status: int) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
-
-
 def _operation(
     method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str]
 ) -> dict[str, Any]:
@@ -312,7 +321,7 @@ def _operation(
     if _PATH_PARAM.search(route.path):
         errors.add(404)
     for status in sorted(errors):
-        responses[str(status)] = _error_ref(status)
+        responses[str(status)] = problem_response(status)
     for code, stamped_response in stamp.responses.items():
         response = dict(stamped_response)  # the stamp is shared by every build: copy, never change
         if "content" in response:

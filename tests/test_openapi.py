@@ -196,12 +196,15 @@ async def test_index_links_to_the_docs(client):
 
 def test_describe_is_optional_and_can_hide_a_route():
     from server.controllers.versions import RouteInfo
-    from server.openapi import build_openapi, describe
+    from server.openapi import build_openapi, describe, problem_response
 
     async def shown(request): ...
 
     @describe(hidden=True)
     async def hidden(request): ...
+
+    @describe(responses={200: "Fine", 503: problem_response(503), 504: problem_response(504)})
+    async def upstream(request): ...
 
     async def documented(request):
         """First line is the summary.
@@ -210,10 +213,16 @@ def test_describe_is_optional_and_can_hide_a_route():
 
     routes = [RouteInfo(None, "GET", "/a", None, shown), RouteInfo(None, "GET", "/b", None, hidden),
               RouteInfo(3, "DELETE", "/api/v3/c/{c_id}", "c", documented),
-              RouteInfo(None, "GET", "/internal/x", None, shown), RouteInfo(None, "*", "/any", None, shown)]
+              RouteInfo(None, "GET", "/internal/x", None, shown), RouteInfo(None, "*", "/any", None, shown),
+              RouteInfo(1, "GET", "/api/v1/up", None, upstream)]
     doc = build_openapi(routes, title="t", version="1")
     OpenAPIV31SpecValidator(doc).validate()
-    assert set(doc["paths"]) == {"/a", "/api/v3/c/{c_id}"}
+    assert set(doc["paths"]) == {"/a", "/api/v3/c/{c_id}", "/api/v1/up"}
+    assert doc["paths"]["/api/v1/up"]["get"]["responses"] == {
+        "200": {"description": "Fine"}, "500": {"$ref": "#/components/responses/InternalServerError"},
+        "503": {"$ref": "#/components/responses/ServiceUnavailable"},
+        "504": {"$ref": "#/components/responses/GatewayTimeout"},
+    }
     assert "summary" not in doc["paths"]["/a"]["get"]
     delete = doc["paths"]["/api/v3/c/{c_id}"]["delete"]
     assert delete["summary"] == "First line is the summary."
