@@ -13,7 +13,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from server.config import Config
-from server.controllers import pages
+from server.controllers import docs, pages
 from server.controllers.versions import mount_api_versions
 from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY
 from server.middlewares.errors import errors
@@ -81,5 +81,6 @@ def create_app(config: Config) -> web.Application:
     )
     app.cleanup_ctx.extend([database_ctx, redis_ctx, http_ctx])
     app.add_routes(pages.routes)
+    docs.setup_docs(app)
     mount_api_versions(app, middlewares=[validation])
     return app

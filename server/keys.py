@@ -27,3 +27,5 @@ REQUEST_ID_KEY = web.RequestKey("request_id", str)
 BODY_KEY = web.RequestKey("body", object)
 QUERY_KEY = web.RequestKey("query", dict)
 PATH_KEY = web.RequestKey("path", dict)
+# The OpenAPI document, built on the first request that needs it (the routes are final by then).
+OPENAPI_KEY = web.AppKey("openapi", dict)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from server.controllers.versions import API_VERSIONS, describe_routes
 from server.keys import DB_KEY, REDIS_KEY
+from server.openapi import describe
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -19,6 +20,8 @@ READY_CHECK_TIMEOUT = 2.0
 
 
 @routes.get("/", name="index")
+@describe(summary="Home page: the API versions and their routes",
+          responses={200: {"description": "HTML page", "content": {"text/html": {}}}})
 @aiohttp_jinja2.template("index.html")
 async def get_index(request: web.Request) -> dict[str, Any]:
     infos = describe_routes(request.app)
@@ -30,6 +33,7 @@ async def get_index(request: web.Request) -> dict[str, Any]:
 
 
 @routes.get("/healthz", name="healthz")
+@describe(summary="Liveness: 200 while the process runs")
 async def get_healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -44,6 +48,10 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
 
 
 @routes.get("/readyz", name="readyz")
+@describe(
+    summary="Readiness: checks SQLite and Redis",
+    responses={200: "Every check is ok", 503: "A check failed; `failing` names it (not problem details)"},
+)
 async def get_readyz(request: web.Request) -> web.Response:
     results = dict(
         await asyncio.gather(

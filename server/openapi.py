@@ -1,0 +1,365 @@
+"""OpenAPI 3.1 built from the route tables and the very schemas stamped on handlers for validation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+
+from server.helpers.problems import PROBLEM_CONTENT_TYPE
+from server.middlewares.validation import method_handler, request_schemas
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+OPENAPI_VERSION = "3.1.0"
+DESCRIBE_STAMP = "__openapi__"
+# Operator pages (dashboards) stay out of the public document.
+PRIVATE_PREFIXES = ("/internal",)
+# Methods OpenAPI knows, in the order a class-based view's operations are listed.
+OPERATION_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE")
+
+_PATH_PARAM = re.compile(r"\{([^}]+)\}")
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class RouteLike(Protocol):
+    """What the builder needs of a route (`versions.RouteInfo` has it)."""
+
+    @property
+    def version(self) -> int | None: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def handler(self) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Description:
+    """What a handler may say about itself beyond its schemas; every field is optional."""
+
+    summary: str | None = None
+    description: str | None = None
+    responses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    hidden: bool = False
+
+
+def _response_object(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(spec, str):
+        return {"description": spec}
+    if "$ref" in spec:
+        return dict(spec)
+    response = dict(spec)
+    schema = response.pop("schema", None)
+    content_type = response.pop("content_type", "application/json")
+    response.setdefault("description", "")
+    if schema is not None:
+        response["content"] = {content_type: {"schema": schema}}
+    return response
+
+
+def describe(
+    *,
+    summary: str | None = None,
+    description: str | None = None,
+    responses: Mapping[int | str, str | Mapping[str, Any]] | None = None,
+    tags: Iterable[str] = (),
+    hidden: bool = False,
+) -> Callable[[H], H]:
+    """Stamp a handler with documentation for /openapi.json (optional: the schemas say the rest).
+
+    `responses` maps a status code to a description, or to an OpenAPI Response Object in which
+    `schema` (and `content_type`, default application/json) may stand for `content`, or to
+    `problem_response(status)`. A code given here replaces the generated answer for that code.
+    `hidden` keeps the route out.
+    """
+    stamp_value = Description(
+        summary=summary,
+        description=description,
+        responses={str(code): _response_object(spec) for code, spec in (responses or {}).items()},
+        tags=tuple(tags),
+        hidden=hidden,
+    )
+
+    def stamp(handler: H) -> H:
+        setattr(handler, DESCRIBE_STAMP, stamp_value)
+        return handler
+
+    return stamp
+
+
+def description_of(handler: Any) -> Description:
+    return getattr(handler, DESCRIBE_STAMP, None) or Description()
+
+
+def route_operations(route: RouteLike) -> Iterator[tuple[str, Any]]:
+    """(method, handler) for each operation a route serves: a class-based view serves several."""
+    handler = route.handler
+    if route.method == "*":
+        if isinstance(handler, type) and issubclass(handler, web.View):
+            for method in OPERATION_METHODS:
+                target = method_handler(handler, method)
+                if target is not None:
+                    yield method, target
+        return  # a catch-all function handler has no operations we can name
+    if route.method in OPERATION_METHODS:
+        yield route.method, handler
+
+
+def is_public(route: RouteLike) -> bool:
+    return not route.path.startswith(PRIVATE_PREFIXES)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details; `errors` lists the violations where there are several.",
+    "required": ["type", "title", "status", "detail", "request_id"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "request_id": {"type": ["string", "null"]},
+        "errors": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "description": "A violation in the body",
+                        "required": ["pointer", "detail"],
+                        "properties": {
+                            "pointer": {"type": "string", "description": "RFC 6901 JSON Pointer, '' for the root"},
+                            "detail": {"type": "string"},
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "description": "A bad query or path parameter",
+                        "required": ["parameter", "detail"],
+                        "properties": {"parameter": {"type": "string"}, "detail": {"type": "string"}},
+                    },
+                ]
+            },
+        },
+    },
+}
+
+# Status -> (component name, description) of every problem answer the server gives.
+ERROR_RESPONSES: dict[int, tuple[str, str]] = {
+    400: ("BadRequest", "The body is not valid JSON, or a query parameter is invalid"),
+    404: ("NotFound", "No such resource (an unknown id, or a path parameter out of range)"),
+    405: ("MethodNotAllowed", "The path does not serve this method; `Allow` lists those it does"),
+    413: ("PayloadTooLarge", "The body is larger than `server.max_body_bytes`"),
+    415: ("UnsupportedMediaType", "The body was not sent as `application/json`"),
+    422: ("ValidationFailed", "The body does not match the schema; `errors` has a JSON pointer per violation"),
+    500: ("InternalServerError", "The server failed; the answer says nothing of why"),
+    502: ("BadGateway", "An upstream service answered badly or not at all"),
+    503: ("ServiceUnavailable", "A dependency is down; retry after `Retry-After` seconds"),
+    504: ("GatewayTimeout", "An upstream service did not answer in time"),
+}
+
+
+def problem_response(status: int) -> dict[str, str]:
+    """A reference to the shared problem-details answer for `status`, for `describe(responses=...)`.
+
+    Raises KeyError for a status without one (see ERROR_RESPONSES).
+    """
+    return {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
+
+
+def _error_response_components() -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    for status, (name, description) in ERROR_RESPONSES.items():
+        response: dict[str, Any] = {
+            "description": description,
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        if status == 405:
+            response["headers"] = {"Allow": {"schema": {"type": "string"}, "description": "The methods served"}}
+        if status == 503:
+            response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+        components[name] = response
+    return components
+
+
+def _rebase_refs(node: Any, base: str) -> Any:
+    """A copy of `node` whose local `$ref`s ("#/...") point inside `base` instead of the document root."""
+    if isinstance(node, Mapping):
+        return {
+            key: base + value[1:] if key == "$ref" and isinstance(value, str) and value.startswith("#")
+            else _rebase_refs(value, base)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rebase_refs(item, base) for item in node]
+    return node
+
+
+class _Schemas:
+    """components/schemas: each distinct schema once, under a unique name, referenced by $ref."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
+        self._names: dict[int, str] = {id(PROBLEM_SCHEMA): "Problem"}
+
+    def ref(self, schema: Mapping[str, Any], hint: str) -> dict[str, str]:
+        name = self._names.get(id(schema))
+        if name is None:
+            title = schema.get("title")
+            candidates = [_UNSAFE_NAME.sub("_", title)] if isinstance(title, str) and title else []
+            candidates.append(_UNSAFE_NAME.sub("_", hint))
+            name = next((c for c in candidates if c not in self.by_name), None)
+            if name is None:
+                number = 2
+                while f"{candidates[-1]}.{number}" in self.by_name:
+                    number += 1
+                name = f"{candidates[-1]}.{number}"
+            base = f"#/components/schemas/{name}"
+            # A schema with its own $id resolves its refs against it; the rest need rebasing.
+            self.by_name[name] = schema if "$id" in schema else _rebase_refs(schema, base)
+            self._names[id(schema)] = name
+        return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _handler_hint(handler: Any) -> str:
+    module = getattr(handler, "__module__", "") or ""
+    module = module.removeprefix("server.controllers.")
+    return f"{module}.{getattr(handler, '__qualname__', type(handler).__name__)}"
+
+
+def _operation_id(method: str, path: str, taken: set[str]) -> str:
+    base = method.lower() + "_" + "_".join(re.findall(r"[A-Za-z0-9]+", path))
+    base = base.rstrip("_") if base != f"{method.lower()}_" else f"{method.lower()}_root"
+    candidate, number = base, 2
+    while candidate in taken:
+        candidate, number = f"{base}_{number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _summary(handler: Any, stamp: Description) -> str | None:
+    if stamp.summary:
+        return stamp.summary
+    doc = _docstring(handler)
+    return doc.splitlines()[0].strip() if doc else None
+
+
+def _docstring(handler: Any) -> str | None:
+    doc = getattr(handler, "__doc__", None)
+    return doc.strip() if isinstance(doc, str) and doc.strip() else None
+
+
+def _parameters(path: str, handler_schemas: Mapping[str, Any], schemas: _Schemas, hint: str) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for kind, location in (("path", "path"), ("query", "query")):
+        compiled = handler_schemas.get(kind)
+        if compiled is None:
+            continue
+        ref = schemas.ref(compiled.schema, f"{hint}.{kind}")["$ref"]
+        component = schemas.by_name[ref.rsplit("/", 1)[1]]
+        required = set(component.get("required", []))
+        for name, prop in component.get("properties", {}).items():
+            if location == "path" and f"{{{name}}}" not in path:
+                continue
+            param: dict[str, Any] = {
+                "name": name, "in": location, "required": location == "path" or name in required,
+                "schema": prop,
+            }
+            if isinstance(prop, Mapping) and isinstance(prop.get("description"), str):
+                param["description"] = prop["description"]
+            params.append(param)
+    # Path parameters the path schema does not declare are still parameters: plain strings.
+    declared = {p["name"] for p in params if p["in"] == "path"}
+    for name in _PATH_PARAM.findall(path):
+        if name not in declared:
+            params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
+    return params
+
+
+def _media_with_ref(media: Mapping[str, Any], schemas: _Schemas, hint: str) -> dict[str, Any]:
+    media = dict(media)
+    schema = media.get("schema")
+    if isinstance(schema, Mapping) and "$ref" not in schema:
+        media["schema"] = schemas.ref(schema, hint)
+    return media
+
+
+def _operation(
+    method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str]
+) -> dict[str, Any]:
+    stamp = description_of(handler)
+    stamped = request_schemas(handler)
+    hint = _handler_hint(handler)
+    tags = [f"v{route.version}" if route.version is not None else "pages", *stamp.tags]
+    operation: dict[str, Any] = {"operationId": _operation_id(method, route.path, taken), "tags": tags}
+    summary = _summary(handler, stamp)
+    if summary:
+        operation["summary"] = summary
+    if stamp.description:
+        operation["description"] = stamp.description
+
+    parameters = _parameters(route.path, stamped, schemas, hint)
+    if parameters:
+        operation["parameters"] = parameters
+
+    responses: dict[str, Any] = {}
+    errors = {500}
+    if "body" in stamped:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.ref(stamped["body"].schema, f"{hint}.body")}},
+        }
+        errors |= {400, 413, 415, 422}
+    if "query" in stamped:
+        errors.add(400)
+    if _PATH_PARAM.search(route.path):
+        errors.add(404)
+    for status in sorted(errors):
+        responses[str(status)] = problem_response(status)
+    for code, stamped_response in stamp.responses.items():
+        response = dict(stamped_response)  # the stamp is shared by every build: copy, never change
+        if "content" in response:
+            response["content"] = {
+                media_type: _media_with_ref(media, schemas, f"{hint}.{code}")
+                for media_type, media in response["content"].items()
+            }
+        responses[code] = response
+    if not any(code.startswith("2") for code in responses):
+        # Without a stamp we only know a GET's success code for sure.
+        responses["200" if method == "GET" else "2XX"] = {"description": "Success"}
+    operation["responses"] = dict(sorted(responses.items()))
+    return operation
+
+
+def build_openapi(
+    routes: Iterable[RouteLike], *, title: str, version: str, description: str = ""
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every public operation of `routes` (see `describe_routes`)."""
+    schemas = _Schemas()
+    taken: set[str] = set()
+    paths: dict[str, dict[str, Any]] = {}
+    versions: set[int] = set()
+    for route in routes:
+        if not is_public(route):
+            continue
+        for method, handler in route_operations(route):
+            if description_of(handler).hidden:
+                continue
+            paths.setdefault(route.path, {})[method.lower()] = _operation(method, route, handler, schemas, taken)
+            if route.version is not None:
+                versions.add(route.version)
+    tags = [{"name": f"v{v}", "description": f"API version {v}, under /api/v{v}"} for v in sorted(versions)]
+    tags.append({"name": "pages", "description": "Service pages outside the versioned API"})
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": title, "version": version, "description": description},
+        "tags": tags,
+        "paths": paths,
+        "components": {"schemas": schemas.by_name, "responses": _error_response_components()},
+    }
