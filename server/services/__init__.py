@@ -1,0 +1,1 @@
+"""Clients of third-party services, raising errors that know nothing of HTTP."""
