@@ -20,6 +20,7 @@ from server.middlewares.errors import errors
 from server.middlewares.request_id import request_id
 from server.middlewares.validation import validation
 from server.models.database import Database
+from server.services.honeybadger import honeybadger_ctx
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ def create_app(config: Config) -> web.Application:
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html"]),
     )
-    app.cleanup_ctx.extend([database_ctx, redis_ctx, http_ctx])
+    # The error reporter opens first and closes last: failures while the others close (an
+    # embedded worker's last jobs) are still reported.
+    app.cleanup_ctx.extend([honeybadger_ctx, database_ctx, redis_ctx, http_ctx])
     app.add_routes(pages.routes)
     docs.setup_docs(app)
     mount_api_versions(app, middlewares=[validation])

@@ -94,6 +94,8 @@ class HoneybadgerConfig:
     force_report_data: bool = False
     timeout: float = 5.0
     max_backlog: int = 100
+    # At shutdown, queued notices get this long to be sent; the rest are dropped.
+    flush_timeout: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,7 @@ def _config_schema() -> dict[str, Any]:
     hb["endpoint"]["pattern"] = r"^https?://"
     hb["timeout"]["exclusiveMinimum"] = 0
     hb["max_backlog"]["minimum"] = 1
+    hb["flush_timeout"]["minimum"] = 0
     props["internal"]["properties"]["username"]["minLength"] = 1
     props["circus"]["properties"]["endpoint"]["pattern"] = r"^(tcp|ipc)://"
     return schema

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -10,6 +11,9 @@ from redis.asyncio import Redis
 
 from server.config import Config
 from server.models.database import Database
+
+if TYPE_CHECKING:  # the reporter's module imports these keys
+    from server.services.honeybadger import HoneybadgerReporter
 
 # Called with (request, exception) for every unhandled error; the error-reporting layer sets it.
 ErrorReporter = Callable[[web.Request, BaseException], None]
@@ -19,6 +23,8 @@ DB_KEY = web.AppKey("db", Database)
 REDIS_KEY = web.AppKey("redis", Redis)
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 REPORTER_KEY = web.AppKey("error_reporter", ErrorReporter)
+# The Honeybadger reporter (also when reporting is off), for custom notices.
+HONEYBADGER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("honeybadger")
 # Set on each API version's sub-app: the version number its handlers serve.
 API_VERSION_KEY = web.AppKey("api_version", int)
 

@@ -13,7 +13,8 @@ from server.helpers.redis_server import RedisProcess
 from server.middlewares.request_id import install_log_record_factory
 from support import make_test_config
 
-pytest_plugins = ["fixtures_validation"]
+# Fixture modules of their own, one per concern.
+pytest_plugins = ["fixtures_validation", "fixtures_honeybadger"]
 
 
 @pytest.fixture(scope="session", autouse=True)

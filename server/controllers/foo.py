@@ -1,4 +1,8 @@
-"""GET /foo: the hello-world resource, counting users, served by every API version."""
+"""GET /foo: the hello-world resource, counting users, served by every API version.
+
+`?notify=1` also sends a custom notice to Honeybadger (the old boilerplate's example), so that
+an operator can check reporting end to end; without the parameter nothing extra happens.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,15 @@ import aiosqlite
 from aiohttp import web
 
 from server.controllers.versions_base import api_version
-from server.keys import DB_KEY
+from server.helpers.errors import InvalidInput
+from server.keys import DB_KEY, HONEYBADGER_KEY
 from server.models.database import Database
 
 routes = web.RouteTableDef()
 
 COUNT_USERS_SQL = "SELECT COUNT(*) FROM users"
+
+NOTIFY_VALUES = {"1": True, "true": True, "0": False, "false": False}
 
 
 async def count_users(db: Database) -> int:
@@ -23,9 +30,37 @@ async def count_users(db: Database) -> int:
         return 0
 
 
+def wants_notice(request: web.Request) -> bool:
+    """Whether `?notify=` asks for a custom notice; raises InvalidInput for a value we do not know."""
+    raw = request.query.get("notify")
+    if raw is None:
+        return False
+    try:
+        return NOTIFY_VALUES[raw.lower()]
+    except KeyError:
+        raise InvalidInput(
+            "invalid query parameters",
+            errors=[{"parameter": "notify", "detail": f"{raw!r} is not one of 1, true, 0, false"}],
+        ) from None
+
+
+def send_foo_notice(request: web.Request) -> str | None:
+    """The old `honeybadger.notify(error_class=..., error_message=...)` example: the notice id, or None."""
+    reporter = request.config_dict.get(HONEYBADGER_KEY)
+    if reporter is None:
+        return None
+    return reporter.notify(
+        "FooNotice", "GET foo asked for a test notice", request=request, tags=("custom",),
+    )
+
+
 async def foo_payload(request: web.Request) -> dict[str, Any]:
+    notify = wants_notice(request)  # before any work: a bad value is a 400
     count = await count_users(request.config_dict[DB_KEY])
-    return {"hello": "world", "count": count, "version": api_version(request)}
+    payload: dict[str, Any] = {"hello": "world", "count": count, "version": api_version(request)}
+    if notify:
+        payload["notice"] = send_foo_notice(request)
+    return payload
 
 
 @routes.get("/foo", name="foo")
