@@ -4,27 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 
 from server.controllers.versions_base import api_version
 from server.keys import DB_KEY
-from server.models.database import Database
+from server.models.user import User
 
 routes = web.RouteTableDef()
 
-COUNT_USERS_SQL = "SELECT COUNT(*) FROM users"
-
-
-async def count_users(db: Database) -> int:
-    try:
-        return int(await db.fetchval(COUNT_USERS_SQL))
-    except aiosqlite.OperationalError:  # no users table before the first migration
-        return 0
-
 
 async def foo_payload(request: web.Request) -> dict[str, Any]:
-    count = await count_users(request.config_dict[DB_KEY])
+    count = await User.count(request.config_dict[DB_KEY])
     return {"hello": "world", "count": count, "version": api_version(request)}
 
 
