@@ -1,4 +1,4 @@
-"""Example data through the model API (see server/seed.py): `python seed.py [--config PATH]`, safe to rerun."""
+"""Example data through the model API (server/seed.py): `python seed.py [--config PATH]`; safe to rerun."""
 
 import sys
 

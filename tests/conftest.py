@@ -13,6 +13,8 @@ from server.helpers.redis_server import RedisProcess
 from server.middlewares.request_id import install_log_record_factory
 from support import make_test_config
 
+pytest_plugins = ["fixtures_data"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def request_ids_in_log_records() -> None:

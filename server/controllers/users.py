@@ -56,8 +56,9 @@ async def list_users(request: web.Request) -> web.Response:
     query = User.query(request.config_dict[DB_KEY])
     if "name" in params:
         query = query.where(name=params["name"])
-    order = params.get("order", "id").split(",")
-    page = await query.order_by(*order, "id").page(limit=params.get("limit", 20), offset=params.get("offset", 0))
+    # "id" last: a stable order, so pages neither repeat nor skip rows.
+    query = query.order_by(*params.get("order", "id").split(","), "id")
+    page = await query.page(limit=params.get("limit", 20), offset=params.get("offset", 0))
     return web.json_response(page.to_dict())
 
 

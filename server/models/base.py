@@ -98,7 +98,9 @@ def _compare(symbol: str) -> Callable[[str, Any], Condition]:
 
 
 def _eq(column: str, value: Any) -> Condition:
-    return Condition(f"{column} IS NULL") if value is None else Condition(f"{column} = ?", (sql_value(value),))
+    if value is None:
+        return Condition(f"{column} IS NULL")
+    return Condition(f"{column} = ?", (sql_value(value),))
 
 
 def _ne(column: str, value: Any) -> Condition:
@@ -253,7 +255,8 @@ class Query(Generic[M]):
         """How many rows `all()` would return (limit and offset included)."""
         if self.limit_ is None and self.offset_ is None:
             where, params = self._where_sql()
-            return int(await self.db.fetchval(f"SELECT COUNT(*) FROM {_quote(self.model.table)}{where}", params))
+            sql = f"SELECT COUNT(*) FROM {_quote(self.model.table)}{where}"
+            return int(await self.db.fetchval(sql, params))
         sql, params = self._select_sql(f"SELECT 1 FROM {_quote(self.model.table)}")
         return int(await self.db.fetchval(f"SELECT COUNT(*) FROM ({sql})", params))
 
@@ -378,7 +381,7 @@ class Model:
 
     @classmethod
     def where(cls, db: Database, **filters: Any) -> Query[Self]:
-        """Rows matching every filter: `name="Asdf"`, `name__like="A%"`, `id__in=[1, 2]`, `created_at__gt=...`."""
+        """Rows matching every filter (`name="Asdf"`, `name__like="A%"`, ...); raises InvalidQuery."""
         return cls.query(db).where(**filters)
 
     @classmethod
@@ -446,7 +449,7 @@ class Model:
         }
 
     async def save(self, db: Database | None = None) -> None:
-        """Insert the row when it is new, else write the changed columns; raises InvalidQuery, Conflict, ModelNotFound."""
+        """Insert the row when new, else write what changed; raises InvalidQuery, Conflict, ModelNotFound."""
         db = self._bind(db)
         if self._saved:
             await self._update(db, self.changes())

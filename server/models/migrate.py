@@ -1,4 +1,4 @@
-"""Schema migrations: numbered `.sql` files applied in order, each in a transaction, recorded in `PRAGMA user_version`."""
+"""Schema migrations: numbered `.sql` files applied in order, each in a transaction, in `PRAGMA user_version`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 FILENAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # The runner owns the transaction; a migration that commits would apply half of itself.
-TRANSACTION_CONTROL_RE = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|VACUUM)\b", re.IGNORECASE)
+TRANSACTION_CONTROL_RE = re.compile(
+    r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|VACUUM)\b", re.IGNORECASE
+)
 
 GET_VERSION_SQL = "PRAGMA user_version"
 
@@ -92,9 +94,10 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
             raise MigrationFileError(f"{path.name}: migration files are named NNNN_name.sql (lowercase name)")
         statements = tuple(split_statements(path.read_text(encoding="utf-8")))
         for statement in statements:
-            if TRANSACTION_CONTROL_RE.match(statement):
+            control = TRANSACTION_CONTROL_RE.match(statement)
+            if control is not None:
                 raise MigrationFileError(
-                    f"{path.name}: {statement.split()[0].upper()} is not allowed: "
+                    f"{path.name}: {control.group(1).upper()} is not allowed: "
                     "each migration already runs in its own transaction"
                 )
         migrations.append(Migration(int(match.group(1)), match.group(2), statements))
@@ -156,7 +159,7 @@ async def migrate(db: Database, directory: Path = MIGRATIONS_DIR) -> MigrationRe
 
 
 async def check_schema(db: Database, directory: Path = MIGRATIONS_DIR) -> int:
-    """The schema version, when it is exactly what the code expects; raises DatabaseTooNew or PendingMigrations."""
+    """The schema version when it is what the code expects; raises DatabaseTooNew or PendingMigrations."""
     migrations = await asyncio.to_thread(load_migrations, directory)
     latest = len(migrations)
     version = await schema_version(db)
