@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from aiohttp import web
 
 from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
@@ -65,7 +67,8 @@ async def list_users(request: web.Request) -> web.Response:
 @routes.post("/users", name="user-create")
 @body_schema(CREATE_USER_SCHEMA)
 async def create_user(request: web.Request) -> web.Response:
-    user = await User.create(request.config_dict[DB_KEY], name=request[BODY_KEY]["name"])
+    body = cast(dict[str, Any], request[BODY_KEY])
+    user = await User.create(request.config_dict[DB_KEY], name=body["name"])
     location = request.app.router["user-detail"].url_for(user_id=str(user.id))
     return web.json_response(user.to_dict(), status=201, headers={"Location": str(location)})
 
@@ -82,7 +85,7 @@ async def get_user(request: web.Request) -> web.Response:
 @body_schema(UPDATE_USER_SCHEMA)
 async def update_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
-    await user.update(**request[BODY_KEY])
+    await user.update(**cast(dict[str, Any], request[BODY_KEY]))
     return web.json_response(user.to_dict())
 
 

@@ -313,7 +313,8 @@ class Model:
                 raise TypeError(f"{cls.__name__}: {name!r} is not a lowercase identifier without '__'")
             if name in cls.columns and (name in dir(Model) or name in Model.__annotations__):
                 raise TypeError(f"{cls.__name__}: column {name!r} would hide Model.{name}")
-        extras = {cls.primary_key, cls.created_column, cls.updated_column, *cls.repr_columns} - {None}
+        named = (cls.primary_key, cls.created_column, cls.updated_column, *cls.repr_columns)
+        extras = {name for name in named if name is not None}
         if not extras <= set(cls.columns):
             raise TypeError(f"{cls.__name__}: {sorted(extras - set(cls.columns))} are not declared columns")
         cls._column_set = frozenset(cls.columns)

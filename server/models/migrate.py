@@ -1,4 +1,4 @@
-"""Schema migrations: numbered `.sql` files applied in order, each in a transaction, in `PRAGMA user_version`."""
+"""Migrations: numbered `.sql` files applied in order, each in a transaction, recorded in PRAGMA user_version."""
 
 from __future__ import annotations
 
