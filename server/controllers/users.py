@@ -13,6 +13,8 @@ from server.models.user import User
 routes = web.RouteTableDef()
 
 INT64_MAX = 2**63 - 1
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+DEFAULT_ORDER = "id"
 
 USER_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128}
 
@@ -20,11 +22,11 @@ LIST_USERS_QUERY_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
         "offset": {"type": "integer", "minimum": 0, "maximum": INT64_MAX, "default": 0},
         "name": {"type": "string"},
         # Comma-separated columns, "-" for descending; the model rejects unknown columns (400).
-        "order": {"type": "string", "maxLength": 200, "default": "id"},
+        "order": {"type": "string", "maxLength": 200, "default": DEFAULT_ORDER},
     },
 }
 
@@ -59,8 +61,8 @@ async def list_users(request: web.Request) -> web.Response:
     if "name" in params:
         query = query.where(name=params["name"])
     # "id" last: a stable order, so pages neither repeat nor skip rows.
-    query = query.order_by(*params.get("order", "id").split(","), "id")
-    page = await query.page(limit=params.get("limit", 20), offset=params.get("offset", 0))
+    query = query.order_by(*params.get("order", DEFAULT_ORDER).split(","), "id")
+    page = await query.page(limit=params.get("limit", DEFAULT_LIMIT), offset=params.get("offset", 0))
     return web.json_response(page.to_dict())
 
 
