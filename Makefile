@@ -46,5 +46,13 @@ test: install-test
 routes: install
 	$(VPY) -m server routes
 
+## Apply the missing database migrations (start-up also does while database.auto_migrate is true).
+migrate: install
+	$(VPY) -m server migrate
+
+## Example data through the model API; safe to run again and again.
+seed: install
+	$(VPY) seed.py
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -53,6 +53,18 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    from server.models.migrate import migrate_command
+
+    return asyncio.run(migrate_command(config.database))
+
+
+def cmd_seed(config: Config, args: argparse.Namespace) -> int:
+    from server.seed import seed_command
+
+    return asyncio.run(seed_command(config.database))
+
+
 def cmd_routes(config: Config, args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.controllers.versions import describe_routes
@@ -95,6 +107,8 @@ def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "serve": cmd_serve,
+    "migrate": cmd_migrate,
+    "seed": cmd_seed,
     "routes": cmd_routes,
     "redis-path": cmd_redis_path,
     "supervise": cmd_supervise,
@@ -110,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument("--fd", type=int, help="serve on this inherited listening socket (circus)")
+    sub.add_parser("migrate", help="apply the database migrations that are missing, and say what was done")
+    sub.add_parser("seed", help="example data through the model API (safe to run again and again)")
     sub.add_parser("routes", help="print the route table of every API version")
     sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 6.2)")
     sub.add_parser("supervise", help="apply migrations, then run everything under circusd (foreground)")
@@ -125,7 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging.level)
-    return COMMANDS[args.command](config, args)
+    from server.models.migrate import SchemaError
+
+    try:
+        return COMMANDS[args.command](config, args)
+    except SchemaError as exc:  # the database does not fit this code (serve's start-up, migrate, seed)
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from server.middlewares.request_id import request_id
 from server.middlewares.validation import validation
 from server.models.database import Database
 from server.services.honeybadger import honeybadger_ctx
+from server.models.migrate import prepare_database
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,12 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG_KEY].database
     db = Database(cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections)
     await db.open()
-    app[DB_KEY] = db
     try:
+        # Raises SchemaError (database too new, or migrations pending with auto_migrate off): no start.
+        report = await prepare_database(db, auto_migrate=cfg.auto_migrate)
+        for label in report.applied:
+            log.info("applied migration %s to %s", label, db.path)
+        app[DB_KEY] = db
         yield
     finally:
         await db.close()

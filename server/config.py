@@ -42,6 +42,8 @@ class DatabaseConfig:
     path: str = "var/app.db"
     busy_timeout_ms: int = 5000
     read_connections: int = 2
+    # Apply missing migrations on start-up; when false, start-up refuses until `python -m server migrate`.
+    auto_migrate: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "SERVER_PORT": ("server", "port"),
     "LOG_LEVEL": ("logging", "level"),
     "DATABASE_PATH": ("database", "path"),
+    "DATABASE_AUTO_MIGRATE": ("database", "auto_migrate"),
     "REDIS_URL": ("redis", "url"),
     "CAT_FACTS_URL": ("cat_facts", "url"),
     "QUEUE_EMBEDDED_WORKER": ("queue", "embedded_worker"),

@@ -8,26 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 
 from server.controllers.versions_base import api_version
 from server.helpers.errors import InvalidInput
 from server.keys import DB_KEY, HONEYBADGER_KEY
-from server.models.database import Database
+from server.models.user import User
 
 routes = web.RouteTableDef()
 
-COUNT_USERS_SQL = "SELECT COUNT(*) FROM users"
-
 NOTIFY_VALUES = {"1": True, "true": True, "0": False, "false": False}
-
-
-async def count_users(db: Database) -> int:
-    try:
-        return int(await db.fetchval(COUNT_USERS_SQL))
-    except aiosqlite.OperationalError:  # no users table before the first migration
-        return 0
 
 
 def wants_notice(request: web.Request) -> bool:
@@ -56,7 +46,7 @@ def send_foo_notice(request: web.Request) -> str | None:
 
 async def foo_payload(request: web.Request) -> dict[str, Any]:
     notify = wants_notice(request)  # before any work: a bad value is a 400
-    count = await count_users(request.config_dict[DB_KEY])
+    count = await User.count(request.config_dict[DB_KEY])
     payload: dict[str, Any] = {"hello": "world", "count": count, "version": api_version(request)}
     if notify:
         payload["notice"] = send_foo_notice(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ Params = Sequence[Any] | dict[str, Any]
 
 
 class Transaction:
-    """Statements run inside one `BEGIN IMMEDIATE ... COMMIT` on the writer connection."""
+    """Statements run inside one `BEGIN IMMEDIATE ... COMMIT` (or a savepoint) on the writer connection."""
 
     __slots__ = ("_conn",)
 
@@ -25,18 +26,20 @@ class Transaction:
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
+        """Run one statement; the cursor gives `lastrowid` and `rowcount`."""
         return await self._conn.execute(sql, params)
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         await self._conn.executemany(sql, rows)
 
-    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
-        async with self._conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
-
     async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
-        async with self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        # execute_fetchall is one hop to the connection's thread; execute + fetch + close are three.
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
+        """The first row (the statement's other rows are read too: add LIMIT 1 where many match)."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
         row = await self.fetchone(sql, params)
@@ -49,6 +52,11 @@ class Database:
     A single shared connection would let one request's rollback swallow another's writes, and
     deferred transactions lose updates under concurrency (NOTES.md §4): every write unit here is
     `BEGIN IMMEDIATE` on the one writer connection, under one lock, with nothing else awaited.
+    Other processes on the same file wait for SQLite's own lock (busy_timeout).
+
+    Inside `transaction()`, the task that holds it may call `transaction()` again (a savepoint)
+    and its reads go to the writer connection, so it sees its own uncommitted writes. Writes from
+    other tasks wait for the unit to finish: don't start other tasks' writes from inside one.
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000, read_connections: int = 2) -> None:
@@ -59,6 +67,9 @@ class Database:
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
         self._write_lock = asyncio.Lock()
+        # The task inside the current write unit, and how deep its savepoints go.
+        self._owner: asyncio.Task[Any] | None = None
+        self._depth = 0
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(
@@ -75,11 +86,15 @@ class Database:
         """Open the writer and the readers; creates the file (and its folder) when missing."""
         if self.path != ":memory:" and not self.path.startswith("file:"):
             await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        for _ in range(self._read_count):
-            conn = await self._connect()
-            self._all_readers.append(conn)
-            self._readers.put_nowait(conn)
+        try:
+            self._writer = await self._connect()
+            for _ in range(self._read_count):
+                conn = await self._connect()
+                self._all_readers.append(conn)
+                self._readers.put_nowait(conn)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Close every connection; safe to call twice."""
@@ -97,19 +112,70 @@ class Database:
             raise RuntimeError("database is not open")
         return self._writer
 
+    def _in_own_transaction(self) -> bool:
+        return self._owner is not None and self._owner is asyncio.current_task()
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """One write unit: `BEGIN IMMEDIATE`, committed on success, rolled back on any error."""
+        """One write unit: `BEGIN IMMEDIATE`, committed on success, rolled back on any error.
+
+        Called again by the task already inside a unit, it opens a savepoint instead: rolled back
+        alone on error, committed with the outer unit.
+        """
+        if self._in_own_transaction():
+            async with self._savepoint() as tx:
+                yield tx
+            return
         async with self._write_lock:
             conn = self.writer
-            await conn.execute("BEGIN IMMEDIATE")
+            self._owner = asyncio.current_task()
+            try:
+                try:
+                    await conn.execute("BEGIN IMMEDIATE")
+                except asyncio.CancelledError:
+                    # The BEGIN was queued on the connection's thread and may still run there.
+                    await self._rollback(conn)
+                    raise
+                try:
+                    yield Transaction(conn)
+                except BaseException:
+                    await self._rollback(conn)
+                    raise
+                try:
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT can leave the transaction open; later units must not inherit it.
+                    await self._rollback(conn)
+                    raise
+            finally:
+                self._owner = None
+
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[Transaction]:
+        conn = self.writer
+        self._depth += 1
+        name = f"sp_{self._depth}"
+        try:
+            await conn.execute(f"SAVEPOINT {name}")
             try:
                 yield Transaction(conn)
             except BaseException:
-                await conn.execute("ROLLBACK")
+                await conn.execute(f"ROLLBACK TO {name}")
+                await conn.execute(f"RELEASE {name}")
                 raise
-            else:
-                await conn.execute("COMMIT")
+            await conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
+
+    @staticmethod
+    async def _rollback(conn: aiosqlite.Connection) -> None:
+        # aiosqlite runs statements in the order they are queued, so this ROLLBACK comes after any
+        # statement of the unit still pending, and before the next unit's BEGIN.
+        try:
+            await conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if "no transaction is active" not in str(exc):  # SQLite may have rolled back already
+                log.error("rollback failed: %s", exc)
 
     async def execute(self, sql: str, params: Params = ()) -> tuple[int | None, int]:
         """Run one write statement in its own transaction; returns (lastrowid, rowcount)."""
@@ -126,13 +192,17 @@ class Database:
         finally:
             self._readers.put_nowait(conn)
 
-    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
-        async with self.reader() as conn, conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
-
     async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
-        async with self.reader() as conn, conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        """Every row of a query, read on a reader (on the writer inside the caller's own transaction)."""
+        if self._in_own_transaction():
+            return await Transaction(self.writer).fetchall(sql, params)
+        async with self.reader() as conn:
+            return list(await conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
+        """The first row (the statement's other rows are read too: add LIMIT 1 where many match)."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
         row = await self.fetchone(sql, params)

@@ -1,0 +1,99 @@
+"""Handlers for /users: list, create, read, partial update, delete."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from aiohttp import web
+
+from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
+from server.middlewares.validation import body_schema, path_schema, query_schema
+from server.models.user import User
+
+routes = web.RouteTableDef()
+
+INT64_MAX = 2**63 - 1
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+DEFAULT_ORDER = "id"
+
+USER_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128}
+
+LIST_USERS_QUERY_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        "offset": {"type": "integer", "minimum": 0, "maximum": INT64_MAX, "default": 0},
+        "name": {"type": "string"},
+        # Comma-separated columns, "-" for descending; the model rejects unknown columns (400).
+        "order": {"type": "string", "maxLength": 200, "default": DEFAULT_ORDER},
+    },
+}
+
+CREATE_USER_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {"name": USER_NAME_SCHEMA},
+}
+
+UPDATE_USER_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"name": USER_NAME_SCHEMA},
+}
+
+USER_PATH_SCHEMA = {
+    "type": "object",
+    "required": ["user_id"],
+    "properties": {"user_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX}},
+}
+
+# Digits only, no leading zero: one URL per user (Python's int() would also take "1_0", " 1", "+1").
+USER_PATH = "/users/{user_id:[1-9][0-9]*}"
+
+
+@routes.get("/users", name="user-list")
+@query_schema(LIST_USERS_QUERY_SCHEMA)
+async def list_users(request: web.Request) -> web.Response:
+    params = request[QUERY_KEY]
+    query = User.query(request.config_dict[DB_KEY])
+    if "name" in params:
+        query = query.where(name=params["name"])
+    # "id" last: a stable order, so pages neither repeat nor skip rows.
+    query = query.order_by(*params.get("order", DEFAULT_ORDER).split(","), "id")
+    page = await query.page(limit=params.get("limit", DEFAULT_LIMIT), offset=params.get("offset", 0))
+    return web.json_response(page.to_dict())
+
+
+@routes.post("/users", name="user-create")
+@body_schema(CREATE_USER_SCHEMA)
+async def create_user(request: web.Request) -> web.Response:
+    body = cast(dict[str, Any], request[BODY_KEY])
+    user = await User.create(request.config_dict[DB_KEY], name=body["name"])
+    location = request.app.router["user-detail"].url_for(user_id=str(user.id))
+    return web.json_response(user.to_dict(), status=201, headers={"Location": str(location)})
+
+
+@routes.get(USER_PATH, name="user-detail")
+@path_schema(USER_PATH_SCHEMA)
+async def get_user(request: web.Request) -> web.Response:
+    user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
+    return web.json_response(user.to_dict())
+
+
+@routes.patch(USER_PATH, name="user-update")
+@path_schema(USER_PATH_SCHEMA)
+@body_schema(UPDATE_USER_SCHEMA)
+async def update_user(request: web.Request) -> web.Response:
+    user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
+    await user.update(**cast(dict[str, Any], request[BODY_KEY]))
+    return web.json_response(user.to_dict())
+
+
+@routes.delete(USER_PATH, name="user-delete")
+@path_schema(USER_PATH_SCHEMA)
+async def delete_user(request: web.Request) -> web.Response:
+    user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
+    await user.delete()
+    return web.Response(status=204)

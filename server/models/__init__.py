@@ -1,0 +1,1 @@
+"""Data: the Database, the model base, one module per table, and the migrations."""

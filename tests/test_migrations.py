@@ -1,0 +1,289 @@
+"""The migration runner: fresh, partial, newer databases, rollback, concurrency, files, CLI, start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from server.app import create_app
+from server.config import PROJECT_ROOT
+from server.models.database import Database
+from server.models.migrate import (
+    MIGRATIONS_DIR,
+    DatabaseTooNew,
+    MigrationFailed,
+    MigrationFileError,
+    PendingMigrations,
+    check_schema,
+    load_migrations,
+    migrate,
+    prepare_database,
+    schema_version,
+    split_statements,
+)
+from support import make_test_config
+
+THREE = {
+    "0001_first.sql": "CREATE TABLE a (id INTEGER PRIMARY KEY);",
+    "0002_second.sql": "CREATE TABLE b (id INTEGER PRIMARY KEY);\nINSERT INTO b (id) VALUES (1);",
+    "0003_third.sql": "ALTER TABLE b ADD COLUMN note TEXT;",
+}
+
+
+@pytest.fixture
+async def fresh(tmp_path):
+    database = Database(tmp_path / "m.db", read_connections=1)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def set_version(path: Path, version: int) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def tables(db: Database) -> set[str]:
+    rows = await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {r[0] for r in rows} - {"sqlite_sequence"}
+
+
+# -- the project's own migrations ---------------------------------------------------------------
+
+
+async def test_fresh_database_gets_every_migration(fresh):
+    report = await migrate(fresh)
+    latest = len(load_migrations(MIGRATIONS_DIR))
+    assert report.before == 0 and report.after == report.latest == latest
+    assert report.applied[0] == "0001_users"
+    assert await schema_version(fresh) == latest
+    assert "users" in await tables(fresh)
+    again = await migrate(fresh)
+    assert again.applied == () and again.after == latest
+
+
+# -- partial, newer, failing --------------------------------------------------------------------
+
+
+async def test_partial_database_gets_only_what_is_missing(fresh, migrations_dir):
+    first = migrations_dir({"0001_first.sql": THREE["0001_first.sql"]})
+    assert (await migrate(fresh, first)).applied == ("0001_first",)
+    report = await migrate(fresh, migrations_dir(THREE))
+    assert report.applied == ("0002_second", "0003_third")
+    assert (report.before, report.after) == (1, 3)
+    assert await tables(fresh) == {"a", "b"}
+    assert [tuple(r) for r in await fresh.fetchall("SELECT id, note FROM b")] == [(1, None)]
+
+
+async def test_newer_database_is_refused_and_left_alone(fresh, migrations_dir, tmp_path):
+    folder = migrations_dir(THREE)
+    await migrate(fresh, folder)
+    set_version(tmp_path / "m.db", 5)
+    with pytest.raises(DatabaseTooNew) as info:
+        await migrate(fresh, folder)
+    message = str(info.value)
+    assert "is at schema version 5, newer than this code knows (its latest migration is 0003)" in message
+    with pytest.raises(DatabaseTooNew):
+        await check_schema(fresh, folder)
+    assert await schema_version(fresh) == 5
+
+
+async def test_a_failing_migration_is_rolled_back_and_earlier_ones_kept(fresh, migrations_dir):
+    folder = migrations_dir(
+        {
+            "0001_first.sql": THREE["0001_first.sql"],
+            "0002_broken.sql": (
+                "CREATE TABLE c (id INTEGER);\nINSERT INTO c VALUES (1);\nINSERT INTO nowhere VALUES (1);"
+            ),
+        }
+    )
+    with pytest.raises(MigrationFailed) as info:
+        await migrate(fresh, folder)
+    message = str(info.value)
+    assert "migration 0002_broken failed at statement 3 and was rolled back" in message
+    assert "stays at version 1" in message and "no such table: nowhere" in message
+    assert await schema_version(fresh) == 1
+    assert await tables(fresh) == {"a"}  # c, created by the failed migration, is gone
+    assert not fresh.writer.in_transaction
+
+
+async def test_concurrent_runners_apply_each_migration_once(tmp_path, migrations_dir):
+    # CREATE TABLE without IF NOT EXISTS: a second application would fail.
+    folder = migrations_dir(THREE)
+    dbs = [Database(tmp_path / "race.db", read_connections=1) for _ in range(4)]
+    await asyncio.gather(*(d.open() for d in dbs))
+    try:
+        reports = await asyncio.gather(*(migrate(d, folder) for d in dbs))
+    finally:
+        await asyncio.gather(*(d.close() for d in dbs))
+    applied = [label for report in reports for label in report.applied]
+    assert sorted(applied) == ["0001_first", "0002_second", "0003_third"]
+    assert all(report.after == 3 for report in reports)
+
+
+async def test_prepare_without_auto_migrate_refuses_pending_and_accepts_current(fresh, migrations_dir):
+    folder = migrations_dir(THREE)
+    with pytest.raises(PendingMigrations) as info:
+        await prepare_database(fresh, auto_migrate=False, directory=folder)
+    message = str(info.value)
+    assert "is at schema version 0, this code needs 3" in message
+    assert "pending: 0001_first, 0002_second, 0003_third" in message
+    assert "run `python -m server migrate`" in message
+    assert await tables(fresh) == set()
+    await prepare_database(fresh, auto_migrate=True, directory=folder)
+    report = await prepare_database(fresh, auto_migrate=False, directory=folder)
+    assert report.after == 3 and report.applied == ()
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def test_split_statements_follows_sqlite():
+    script = """
+    -- a comment; with a semicolon
+    CREATE TABLE t (x TEXT DEFAULT 'a;b');  /* block; comment */
+    CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+        UPDATE t SET x = 'c;d';
+        DELETE FROM t WHERE x = ';';
+    END;
+    INSERT INTO t VALUES ('e'); INSERT INTO t VALUES ('f')
+    -- trailing comment
+    """
+    statements = split_statements(script)
+    assert len(statements) == 4
+    assert statements[0].endswith("CREATE TABLE t (x TEXT DEFAULT 'a;b');")
+    assert statements[1].startswith("/* block; comment */\n    CREATE TRIGGER")
+    assert statements[1].endswith("END;")
+    assert statements[2] == "INSERT INTO t VALUES ('e');"
+    assert statements[3] == "INSERT INTO t VALUES ('f')\n    -- trailing comment"
+    assert split_statements("-- nothing\n;;  \n/* here */") == []
+
+
+async def test_triggers_and_comments_apply(fresh, migrations_dir):
+    folder = migrations_dir(
+        {
+            "0001_t.sql": """
+            CREATE TABLE t (x TEXT, n INTEGER DEFAULT 0);  -- ; here
+            CREATE TRIGGER t_count AFTER INSERT ON t BEGIN
+                UPDATE t SET n = n + 1 WHERE rowid = new.rowid;
+            END;
+            INSERT INTO t (x) VALUES ('a;b');
+            """
+        }
+    )
+    await migrate(fresh, folder)
+    assert [tuple(r) for r in await fresh.fetchall("SELECT x, n FROM t")] == [("a;b", 1)]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"0001_First.sql": "SELECT 1;"}, "named NNNN_name.sql"),
+        ({"1_first.sql": "SELECT 1;"}, "named NNNN_name.sql"),
+        ({"0001_a.sql": "SELECT 1;", "0003_c.sql": "SELECT 1;"}, "0003_c.sql: expected migration 0002"),
+        ({"0001_a.sql": "SELECT 1;", "0001_b.sql": "SELECT 1;"}, "0001_b.sql: expected migration 0002"),
+        ({"0002_a.sql": "SELECT 1;"}, "expected migration 0001"),
+        ({"0001_a.sql": "BEGIN;\nCREATE TABLE x (id);\nCOMMIT;"}, "BEGIN is not allowed"),
+        ({"0001_a.sql": "CREATE TABLE x (id);\ncommit;"}, "COMMIT is not allowed"),
+    ],
+)
+async def test_bad_migration_files_are_refused_before_anything_runs(fresh, migrations_dir, files, message):
+    with pytest.raises(MigrationFileError, match=message):
+        await migrate(fresh, migrations_dir(files))
+    assert await schema_version(fresh) == 0
+
+
+def test_other_files_in_the_folder_are_ignored(migrations_dir):
+    folder = migrations_dir({"0001_a.sql": "SELECT 1;", "README.md": "notes"})
+    assert [m.label for m in load_migrations(folder)] == ["0001_a"]
+
+
+# -- start-up and the command line ---------------------------------------------------------------
+
+
+async def test_app_start_up_applies_migrations(tmp_path, redis_url, aiohttp_client):
+    config = make_test_config(database=tmp_path / "app.db", redis_url=redis_url)
+    client = await aiohttp_client(create_app(config))
+    assert (await client.get("/api/v1/users")).status == 200
+
+
+async def start_up(config) -> None:
+    """Start the app as run_app does; raises what its start-up raises."""
+    runner = web.AppRunner(create_app(config))
+    try:
+        await runner.setup()
+    finally:
+        await runner.cleanup()
+
+
+async def test_app_refuses_to_start_on_a_newer_database(tmp_path, redis_url):
+    set_version(tmp_path / "app.db", 999)
+    config = make_test_config(database=tmp_path / "app.db", redis_url=redis_url)
+    with pytest.raises(DatabaseTooNew, match="schema version 999, newer than this code"):
+        await start_up(config)
+
+
+async def test_app_without_auto_migrate_refuses_pending_migrations(tmp_path, redis_url):
+    config = make_test_config(database=tmp_path / "app.db", redis_url=redis_url)
+    config = dataclasses.replace(config, database=dataclasses.replace(config.database, auto_migrate=False))
+    with pytest.raises(PendingMigrations, match="python -m server migrate"):
+        await start_up(config)
+
+
+def run_cli(*args: str, db_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_PATH": str(db_path), "LOG_LEVEL": "WARNING", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrate_command_says_what_it_did(tmp_path):
+    db_path = tmp_path / "cli.db"
+    first = run_cli("-m", "server", "migrate", db_path=db_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().startswith(f"database {db_path}: applied 0001_users")
+    second = run_cli("-m", "server", "migrate", db_path=db_path)
+    assert second.returncode == 0, second.stderr
+    assert "up to date at schema version" in second.stdout
+
+    set_version(db_path, 999)
+    newer = run_cli("-m", "server", "migrate", db_path=db_path)
+    assert newer.returncode == 1
+    assert newer.stderr.startswith("migrate: database ") and "newer than this code" in newer.stderr
+    assert "Traceback" not in newer.stderr
+
+
+def test_serve_refuses_a_newer_database_with_one_clear_line(tmp_path):
+    db_path = tmp_path / "cli.db"
+    set_version(db_path, 999)
+    result = run_cli("-m", "server", "serve", "--port", "0", db_path=db_path)
+    assert result.returncode == 1
+    assert "serve: database " in result.stderr and "schema version 999, newer than this code" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_auto_migrate_names_the_command_to_run(tmp_path):
+    result = run_cli(
+        "-m", "server", "serve", "--port", "0", db_path=tmp_path / "cli.db", DATABASE_AUTO_MIGRATE="false"
+    )
+    assert result.returncode == 1
+    assert "pending: 0001_users" in result.stderr and "run `python -m server migrate`" in result.stderr
+    assert "Traceback" not in result.stderr
