@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
 from server.config import Config
+from server.helpers.response_cache import ResponseCache
 from server.models.database import Database
 
 # Called with (request, exception) for every unhandled error; the error-reporting layer sets it.
 ErrorReporter = Callable[[web.Request, BaseException], None]
+# Enqueues the slow job a /baz miss starts; returns its key (None: nothing enqueued).
+# Raises ServiceUnavailable when the queue cannot take it.
+SlowJobEnqueuer = Callable[[web.Request], Awaitable[str | None]]
 
 CONFIG_KEY = web.AppKey("config", Config)
 DB_KEY = web.AppKey("db", Database)
 REDIS_KEY = web.AppKey("redis", Redis)
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 REPORTER_KEY = web.AppKey("error_reporter", ErrorReporter)
+# The response cache (server/middlewares/cache.py), set up after REDIS_KEY.
+CACHE_KEY = web.AppKey("response_cache", ResponseCache)
+SLOW_JOB_ENQUEUER_KEY = web.AppKey("slow_job_enqueuer", SlowJobEnqueuer)
 # Set on each API version's sub-app: the version number its handlers serve.
 API_VERSION_KEY = web.AppKey("api_version", int)
 
