@@ -1,0 +1,1 @@
+"""Third-party clients, raising errors that know nothing of HTTP answers."""
