@@ -394,3 +394,27 @@ async def test_an_invalidation_during_an_outage_is_applied_before_the_next_read(
     resp, body = await get(client, "/t/items")
     assert resp.headers["X-Cache"] == "MISS"
     assert body == {"items": ["during-outage"]}
+
+
+async def test_a_waiting_miss_computes_itself_after_wait_timeout(redis_url, make_client):
+    client, sub = await make_client(redis_url, cache={"wait_timeout": 0.2, "lock_timeout": 30.0})
+    gate = sub[GATE]["event"] = asyncio.Event()
+    holder = asyncio.create_task(client.get("/t/items"))  # takes the lock, then waits at the gate
+    while "event" in sub[GATE]:
+        await asyncio.sleep(0.01)
+    # Does not wait for the holder forever (the deadline only turns a hang into a failure).
+    resp, body = await asyncio.wait_for(get(client, "/t/items"), 20)
+    assert resp.headers["X-Cache"] == "MISS"
+    assert body == {"items": []}
+    gate.set()
+    assert (await holder).status == 200
+    assert sub[CALLS]["items"] == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"ttl": 0}, {"ttl": 1.5}, {"namespace": "a:b"}, {"namespace": "{x}"}, {"namespace": ""}, {"vary_query": "q"}],
+)
+def test_bad_declarations_fail_when_decorating(kwargs):
+    with pytest.raises(ValueError):
+        cached(**kwargs)

@@ -63,7 +63,7 @@ async def fetch_cat_fact(session: aiohttp.ClientSession, config: CatFactsConfig)
             except aiohttp.ClientConnectionError as exc:
                 if isinstance(exc, asyncio.TimeoutError):  # aiohttp's timeouts are connection errors too
                     raise
-                log.info("cat facts connection failed (%r); retrying once", exc)
+                log.info("cat facts connection failed (%s: %s); retrying once", type(exc).__name__, exc)
             return await _get_once(session, config)
     except asyncio.TimeoutError:
         raise UpstreamTimeout(f"the cat facts service did not answer within {config.timeout:g} s") from None
