@@ -16,6 +16,7 @@ from server.config import Config
 from server.controllers import docs, pages
 from server.controllers.versions import mount_api_versions
 from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY
+from server.middlewares.cache import cache, cache_ctx
 from server.middlewares.errors import errors
 from server.middlewares.request_id import request_id
 from server.middlewares.validation import validation
@@ -87,8 +88,9 @@ def create_app(config: Config) -> web.Application:
     )
     # The error reporter opens first and closes last: failures while the others close (an
     # embedded worker's last jobs) are still reported.
-    app.cleanup_ctx.extend([honeybadger_ctx, database_ctx, redis_ctx, http_ctx])
+    app.cleanup_ctx.extend([honeybadger_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx])
     app.add_routes(pages.routes)
     docs.setup_docs(app)
-    mount_api_versions(app, middlewares=[validation])
+    # cache before validation: a hit skips validating the request it answers (see cache.py).
+    mount_api_versions(app, middlewares=[cache, validation])
     return app

@@ -62,6 +62,8 @@ class CacheConfig:
     # How long a miss may hold the per-key lock, and how long others wait for it.
     lock_timeout: float = 5.0
     wait_timeout: float = 2.0
+    # After a Redis error, cached routes skip Redis this long (answering BYPASS) before trying again.
+    retry_interval: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,8 @@ def _config_schema() -> dict[str, Any]:
     props["cache"]["properties"]["default_ttl"]["minimum"] = 1
     props["cache"]["properties"]["lock_timeout"]["exclusiveMinimum"] = 0
     props["cache"]["properties"]["wait_timeout"]["minimum"] = 0
+    props["cache"]["properties"]["retry_interval"]["minimum"] = 0
+    props["cache"]["properties"]["prefix"]["pattern"] = r"^[A-Za-z0-9_.:-]+$"
     props["cat_facts"]["properties"]["url"]["pattern"] = r"^https?://"
     props["cat_facts"]["properties"]["timeout"]["exclusiveMinimum"] = 0
     queue = props["queue"]["properties"]

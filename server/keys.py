@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -10,6 +10,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from server.config import Config
+from server.helpers.response_cache import ResponseCache
 from server.models.database import Database
 
 if TYPE_CHECKING:  # the reporter's module imports these keys
@@ -17,6 +18,9 @@ if TYPE_CHECKING:  # the reporter's module imports these keys
 
 # Called with (request, exception) for every unhandled error; the error-reporting layer sets it.
 ErrorReporter = Callable[[web.Request, BaseException], None]
+# Enqueues the slow job a /baz miss starts; returns its key (None: nothing enqueued).
+# Raises ServiceUnavailable when the queue cannot take it.
+SlowJobEnqueuer = Callable[[web.Request], Awaitable[str | None]]
 
 CONFIG_KEY = web.AppKey("config", Config)
 DB_KEY = web.AppKey("db", Database)
@@ -25,6 +29,9 @@ HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 REPORTER_KEY = web.AppKey("error_reporter", ErrorReporter)
 # The Honeybadger reporter (also when reporting is off), for custom notices.
 HONEYBADGER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("honeybadger")
+# The response cache (server/middlewares/cache.py), set up after REDIS_KEY.
+CACHE_KEY = web.AppKey("response_cache", ResponseCache)
+SLOW_JOB_ENQUEUER_KEY = web.AppKey("slow_job_enqueuer", SlowJobEnqueuer)
 # Set on each API version's sub-app: the version number its handlers serve.
 API_VERSION_KEY = web.AppKey("api_version", int)
 

@@ -14,7 +14,7 @@ from server.middlewares.request_id import install_log_record_factory
 from support import make_test_config
 
 # Fixture modules of their own, one per concern.
-pytest_plugins = ["fixtures_validation", "fixtures_honeybadger", "fixtures_data"]
+pytest_plugins = ["fixtures_validation", "fixtures_honeybadger", "fixtures_data", "fixtures_cat_facts"]
 
 
 @pytest.fixture(scope="session", autouse=True)

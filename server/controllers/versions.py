@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from server.controllers import bar, fail, foo, users
+from server.controllers import bar, baz, fail, foo, users
 from server.controllers.v2 import foo as v2_foo
 from server.keys import API_VERSION_KEY
 
 # Route tables every version serves, in order.
-COMMON_ROUTES: tuple[web.RouteTableDef, ...] = (foo.routes, fail.routes, bar.routes, users.routes)
+COMMON_ROUTES: tuple[web.RouteTableDef, ...] = (
+    foo.routes, fail.routes, bar.routes, baz.routes, users.routes,
+)
 
 # Per version, tables whose routes replace the common route of the same method and path.
 API_VERSIONS: dict[int, tuple[web.RouteTableDef, ...]] = {

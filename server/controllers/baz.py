@@ -1,0 +1,43 @@
+"""GET /baz: a cat fact, cached in Redis, and the slow job it starts on a miss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from server.controllers.versions_base import api_version
+from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
+from server.middlewares.cache import cached
+from server.services.cat_facts import fetch_cat_fact
+
+routes = web.RouteTableDef()
+
+BAZ_NAMESPACE = "baz"
+
+
+async def enqueue_slow_job(request: web.Request) -> dict[str, str] | None:
+    """Enqueue `slow_job` for this answer: its key and status URL, or None when no queue is wired.
+
+    The seam to the jobs queue: the enqueuer set under SLOW_JOB_ENQUEUER_KEY (the queue's
+    cleanup context sets it) returns the job's key and raises ServiceUnavailable (503 with
+    Retry-After) when the queue cannot take the job.
+    """
+    enqueue = request.config_dict.get(SLOW_JOB_ENQUEUER_KEY)
+    if enqueue is None:
+        return None
+    key = await enqueue(request)
+    if key is None:
+        return None
+    return {"key": key, "url": f"/api/v{api_version(request)}/jobs/{key}"}
+
+
+@routes.get("/baz", name="baz")
+@cached(namespace=BAZ_NAMESPACE)
+async def get_baz(request: web.Request) -> web.Response:
+    fact = await fetch_cat_fact(request.config_dict[HTTP_KEY], request.config_dict[CONFIG_KEY].cat_facts)
+    payload: dict[str, Any] = {"fact": fact.fact}
+    job = await enqueue_slow_job(request)
+    if job is not None:
+        payload["job"] = job
+    return web.json_response(payload)

@@ -1,0 +1,139 @@
+"""GET /api/v1/baz: a cached cat fact from the (fake) Cat Facts upstream, its errors, the job seam."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from server.app import create_app
+from server.helpers.errors import ServiceUnavailable
+from server.keys import SLOW_JOB_ENQUEUER_KEY
+from support import make_test_config
+
+PROBLEM = "application/problem+json"
+UPSTREAM_TIMEOUT = 1.0
+
+
+def assert_problem(resp, body, status):
+    assert resp.status == status
+    assert resp.headers["Content-Type"].startswith(PROBLEM)
+    assert body["status"] == status
+    assert set(body) >= {"type", "title", "status", "detail", "request_id"}
+    assert "Traceback" not in body["detail"]
+
+
+def baz_config(tmp_path, redis_url, cat_facts_url):
+    return make_test_config(
+        database=tmp_path / "t.db", redis_url=redis_url,
+        cat_facts={"url": cat_facts_url, "timeout": UPSTREAM_TIMEOUT},
+    )
+
+
+@pytest.fixture
+async def baz_client(redis_url, fake_cat_facts, tmp_path, aiohttp_client):
+    # The Redis and the fake upstream come first so they outlive the app's cleanup.
+    return await aiohttp_client(create_app(baz_config(tmp_path, redis_url, fake_cat_facts.url)))
+
+
+async def test_baz_answers_a_fact_then_serves_it_from_the_cache(baz_client, fake_cat_facts):
+    first = await baz_client.get("/api/v1/baz")
+    assert first.status == 200
+    body = await first.json()
+    assert body == {"fact": fake_cat_facts.fact(1)}  # no queue wired: no job
+    assert first.headers["X-Cache"] == "MISS"
+    second = await baz_client.get("/api/v1/baz")
+    assert second.headers["X-Cache"] == "HIT"
+    assert await second.json() == body
+    assert fake_cat_facts.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "detail"),
+    [
+        ("error", "answered 500"),
+        ("malformed", "malformed JSON"),
+        ("missing", "without a fact"),
+    ],
+)
+async def test_bad_upstream_answers_are_502(baz_client, fake_cat_facts, mode, detail):
+    fake_cat_facts.mode = mode
+    resp = await baz_client.get("/api/v1/baz")
+    body = await resp.json()
+    assert_problem(resp, body, 502)
+    assert detail in body["detail"]
+    # An error is never cached: the next request asks the upstream again and gets its fact.
+    fake_cat_facts.mode = "ok"
+    resp = await baz_client.get("/api/v1/baz")
+    assert resp.status == 200
+    assert resp.headers["X-Cache"] == "MISS"
+
+
+async def test_slow_upstream_is_504_within_the_configured_timeout(baz_client, fake_cat_facts):
+    fake_cat_facts.mode = "slow"  # would answer after 30 s
+    started = time.monotonic()
+    resp = await baz_client.get("/api/v1/baz")
+    elapsed = time.monotonic() - started
+    body = await resp.json()
+    assert_problem(resp, body, 504)
+    assert f"within {UPSTREAM_TIMEOUT:g} s" in body["detail"]
+    assert elapsed < UPSTREAM_TIMEOUT + 5  # bounded by the timeout, far from the upstream's 30 s
+
+
+async def test_refused_upstream_is_502(redis_url, refused_cat_facts_url, tmp_path, aiohttp_client):
+    client = await aiohttp_client(create_app(baz_config(tmp_path, redis_url, refused_cat_facts_url)))
+    started = time.monotonic()
+    resp = await client.get("/api/v1/baz")
+    elapsed = time.monotonic() - started
+    body = await resp.json()
+    assert_problem(resp, body, 502)
+    assert "unreachable" in body["detail"]
+    assert elapsed < UPSTREAM_TIMEOUT + 5
+
+
+async def test_a_dropped_connection_is_retried_once(baz_client, fake_cat_facts):
+    fake_cat_facts.mode = "drop_once"
+    resp = await baz_client.get("/api/v1/baz")
+    assert resp.status == 200
+    assert (await resp.json())["fact"] == fake_cat_facts.fact(2)
+    assert fake_cat_facts.calls == 2
+
+
+async def test_the_job_seam_adds_the_job_on_a_miss_only(redis_url, fake_cat_facts, tmp_path, aiohttp_client):
+    app = create_app(baz_config(tmp_path, redis_url, fake_cat_facts.url))
+    enqueued = []
+
+    async def enqueue(request):
+        enqueued.append(request.path)
+        return f"job-{len(enqueued)}"
+
+    app[SLOW_JOB_ENQUEUER_KEY] = enqueue
+    client = await aiohttp_client(app)
+    for version in (1, 2):
+        miss = await client.get(f"/api/v{version}/baz")
+        body = await miss.json()
+        assert miss.headers["X-Cache"] == "MISS"
+        key = f"job-{version}"
+        assert body["job"] == {"key": key, "url": f"/api/v{version}/jobs/{key}"}
+        hit = await client.get(f"/api/v{version}/baz")
+        assert hit.headers["X-Cache"] == "HIT"
+        assert await hit.json() == body  # the job of the miss that filled the entry
+    assert enqueued == ["/api/v1/baz", "/api/v2/baz"]
+
+
+async def test_baz_is_503_with_retry_after_when_the_job_cannot_be_enqueued(
+    redis_url, fake_cat_facts, tmp_path, aiohttp_client
+):
+    app = create_app(baz_config(tmp_path, redis_url, fake_cat_facts.url))
+
+    async def enqueue(request):
+        raise ServiceUnavailable("the job queue is unreachable", retry_after=7)
+
+    app[SLOW_JOB_ENQUEUER_KEY] = enqueue
+    client = await aiohttp_client(app)
+    for _ in range(2):  # not cached either
+        resp = await client.get("/api/v1/baz")
+        body = await resp.json()
+        assert_problem(resp, body, 503)
+        assert resp.headers["Retry-After"] == "7"
+        assert body["detail"] == "the job queue is unreachable"
