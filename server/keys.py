@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from server.config import Config
 from server.models.database import Database
+from server.workers.queues import JobQueues
 
 # Called with (request, exception) for every unhandled error; the error-reporting layer sets it.
 ErrorReporter = Callable[[web.Request, BaseException], None]
@@ -19,6 +20,8 @@ DB_KEY = web.AppKey("db", Database)
 REDIS_KEY = web.AppKey("redis", Redis)
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 REPORTER_KEY = web.AppKey("error_reporter", ErrorReporter)
+# The web app's queues by priority name; enqueue through server.workers.enqueue.enqueue().
+QUEUES_KEY = web.AppKey("queues", JobQueues)
 # Set on each API version's sub-app: the version number its handlers serve.
 API_VERSION_KEY = web.AppKey("api_version", int)
 

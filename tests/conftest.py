@@ -13,6 +13,9 @@ from server.helpers.redis_server import RedisProcess
 from server.middlewares.request_id import install_log_record_factory
 from support import make_test_config
 
+# Fixture modules of their own per area, to keep this file small and merges easy.
+pytest_plugins = ["fixtures_jobs"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def request_ids_in_log_records() -> None:

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from server.controllers import fail, foo
+from server.controllers import fail, foo, jobs
 from server.controllers.v2 import foo as v2_foo
 from server.keys import API_VERSION_KEY
 
 # Route tables every version serves, in order.
-COMMON_ROUTES: tuple[web.RouteTableDef, ...] = (foo.routes, fail.routes)
+COMMON_ROUTES: tuple[web.RouteTableDef, ...] = (foo.routes, fail.routes, jobs.routes)
 
 # Per version, tables whose routes replace the common route of the same method and path.
 API_VERSIONS: dict[int, tuple[web.RouteTableDef, ...]] = {
