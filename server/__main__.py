@@ -106,11 +106,16 @@ def ensure_password_file(path: Path) -> bool:
 
 
 def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
+    """For a development checkout: a password for /internal kept in a git-ignored file (`make run`)."""
     path = args.file or args.config.resolve().parent / "var" / "internal_password"
     created = ensure_password_file(path)
+    where = (
+        "INTERNAL_PASSWORD (already set, it wins)" if config.internal.password
+        else f"{path}{' (new)' if created else ''}"
+    )
     print(
         f"internal pages (/internal/saq/, /internal/jobs/failed): user {config.internal.username!r}, "
-        f"password in {path}{' (new)' if created else ''}",
+        f"password in {where}",
         file=sys.stderr,
     )
     print(path)

@@ -36,22 +36,22 @@ async def wait_for_workers(client, queue_name: str, count: int = 1, timeout: flo
 async def test_a_job_of_a_sigkilled_worker_process_runs_again_and_completes(
     tmp_path, redis_url, jobs_client, worker_processes
 ):
-    config = jobs_test_config(tmp_path, redis_url, queue={"job_timeout": 3})
+    config = jobs_test_config(tmp_path, redis_url, queue={"job_timeout": 2})
     victim = worker_processes(config, "--queue", "default")
     await wait_for_workers(jobs_client, "default")
-    key = await post_job(jobs_client, "slow_job", seconds=1.5, timeout=config.queue.job_timeout)
+    key = await post_job(jobs_client, "slow_job", seconds=1, timeout=config.queue.job_timeout)
     await wait_for_job(jobs_client, key, {"active"})
 
     os.kill(victim.pid, signal.SIGKILL)
     victim.proc.wait()
     worker_processes(config, "--queue", "default")  # what circus does: start another
 
-    # Swept once it is past its timeout (3 s) at the next sweep (1 s), after SAQ's 5 s wait for
+    # Swept once it is past its timeout (2 s) at the next sweep (1 s), after SAQ's 5 s wait for
     # the dead worker to acknowledge the abort; then run again. The deadline is generous.
     body = await wait_for_job(jobs_client, key, {"complete", "failed", "aborted"}, timeout=60)
     assert body["status"] == "complete"
     assert body["attempts"] == 2
-    assert body["result"] == {"slept": 1.5}
+    assert body["result"] == {"slept": 1}
     page = await (await jobs_client.get("/internal/jobs/failed", headers=auth_header())).text()
     assert "swept, requeued" in page and key in page
 
