@@ -88,11 +88,16 @@ def app_with_enqueue_route(config: Config) -> web.Application:
 
 @contextlib.asynccontextmanager
 async def running_workers(
-    config: Config, names: Iterable[str] | None = None, functions: Iterable[Callable[..., Any]] = TEST_TASKS
+    config: Config,
+    names: Iterable[str] | None = None,
+    functions: Iterable[Callable[..., Any]] = TEST_TASKS,
+    reporter: Callable[..., None] | None = None,
 ) -> AsyncIterator[WorkerGroup]:
     """Real SAQ workers for `names` (default: every queue) in this loop, with resources of their own."""
     resources = await open_resources(config)
-    group = WorkerGroup.for_queues(config, names or config.queue.names, resources=resources, functions=functions)
+    group = WorkerGroup.for_queues(
+        config, names or config.queue.names, resources=resources, functions=functions, reporter=reporter
+    )
     await group.start()
     try:
         yield group
@@ -137,9 +142,24 @@ async def jobs_client(redis_url, aiohttp_client, jobs_config):
     return await aiohttp_client(app_with_enqueue_route(jobs_config))
 
 
+class CapturingReporter:
+    """A job failure reporter (what the error-reporting layer plugs in) that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, job: Any, exc: BaseException, *, final: bool, request_id: str | None) -> None:
+        self.calls.append({"key": job.key, "exc": exc, "final": final, "request_id": request_id})
+
+
 @pytest.fixture
-async def workers(redis_url, jobs_config) -> AsyncIterator[WorkerGroup]:
-    async with running_workers(jobs_config) as group:
+def job_reporter() -> CapturingReporter:
+    return CapturingReporter()
+
+
+@pytest.fixture
+async def workers(redis_url, jobs_config, job_reporter) -> AsyncIterator[WorkerGroup]:
+    async with running_workers(jobs_config, reporter=job_reporter) as group:
         yield group
 
 

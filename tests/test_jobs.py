@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from datetime import datetime
 
+import pytest
 import redis.asyncio as aioredis
+from saq.job import Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now
 
 from fixtures_jobs import (
     app_with_enqueue_route,
@@ -19,6 +21,9 @@ from fixtures_jobs import (
     wait_for_job,
 )
 from server.keys import QUEUES_KEY
+from server.workers.enqueue import enqueue
+from server.workers.failures import JobSwept
+from server.workers.queues import UnknownPriority
 from server.workers.tasks import DATABASE_STATS_KEY
 
 JOB_FIELDS = {"key", "function", "status", "result", "error", "attempts", "queued", "started", "completed"}
@@ -73,7 +78,7 @@ async def test_a_failed_attempt_is_retried_then_succeeds(jobs_client, workers):
     assert "flaky failure on attempt 1" in page and "will retry" in page
 
 
-async def test_final_failure_is_recorded_and_shown_on_the_failed_jobs_page(jobs_client, workers):
+async def test_final_failure_is_recorded_and_shown_on_the_failed_jobs_page(jobs_client, workers, job_reporter):
     key = await post_job(
         jobs_client, "always_fails", request_id="req-fail-7", reason="kaboom <b>", retries=2
     )
@@ -92,6 +97,11 @@ async def test_final_failure_is_recorded_and_shown_on_the_failed_jobs_page(jobs_
         assert text in first, text
     assert "&#39;reason&#39;: &#39;kaboom &lt;b&gt;&#39;" in first  # the arguments, escaped
     assert "<b>" not in page
+    # Each failed attempt went to the reporter, the last one as final, with the request id.
+    assert [(c["key"], c["final"], c["request_id"]) for c in job_reporter.calls] == [
+        (key, False, "req-fail-7"), (key, True, "req-fail-7")
+    ]
+    assert all(isinstance(c["exc"], ValueError) for c in job_reporter.calls)
 
 
 async def test_a_job_past_its_timeout_fails(jobs_client, workers):
@@ -148,15 +158,8 @@ async def test_a_high_priority_job_overtakes_a_backlog_of_low_ones(jobs_client, 
 
 
 async def test_an_unknown_priority_is_refused(jobs_client):
-    from server.workers.enqueue import enqueue
-    from server.workers.queues import UnknownPriority
-
-    try:
+    with pytest.raises(UnknownPriority, match="urgent"):
         await enqueue(jobs_client.server.app, "slow_job", priority="urgent", seconds=0)
-    except UnknownPriority as exc:
-        assert "urgent" in str(exc)
-    else:
-        raise AssertionError("enqueue accepted an unknown priority")
 
 
 async def test_in_process_worker_finishes_a_running_job_on_shutdown(tmp_path, redis_url, aiohttp_client):
@@ -221,3 +224,21 @@ async def test_job_functions_validate_their_arguments(jobs_client, workers):
     assert body["status"] == "failed"
     assert body["error"].startswith("ValueError: seconds must be between 0 and")
 
+
+
+async def test_a_job_left_by_a_dead_worker_is_swept_reported_recorded_and_run(jobs_client, jobs_config, job_reporter):
+    queue = jobs_client.server.app[QUEUES_KEY]["default"]
+    key = await post_job(jobs_client, "slow_job", request_id="req-swept-3", seconds=0)
+    # A worker that took the job, marked it active 20 s ago (its timeout is 10 s) and died.
+    job = await queue.dequeue(timeout=1)
+    job.started = now() - 20_000
+    job.attempts = 1
+    await job.update(status=Status.ACTIVE)
+
+    async with running_workers(jobs_config, names=["default"], reporter=job_reporter):
+        body = await wait_for_job(jobs_client, key, {"complete"})
+    assert body["attempts"] == 2
+    assert [(c["key"], c["final"], c["request_id"]) for c in job_reporter.calls] == [(key, False, "req-swept-3")]
+    assert isinstance(job_reporter.calls[0]["exc"], JobSwept)
+    page = await (await jobs_client.get("/internal/jobs/failed", headers=auth_header())).text()
+    assert "swept, requeued" in page and "req-swept-3" in page

@@ -65,6 +65,8 @@ async def test_a_job_that_finishes_while_the_sweep_waits_keeps_its_outcome(queue
     running = await queue.dequeue(timeout=1)
     running.started = now() - 5000  # past its timeout: stuck
     running.attempts = 1
+    running.worker_id = "slow-but-alive"
+    await queue.worker_info(running.worker_id, queue_key=queue.name, ttl=30)  # it still reports in
     await running.update(status=Status.ACTIVE)
 
     sweep = asyncio.create_task(queue.sweep(lock=1, abort=5))
@@ -81,8 +83,9 @@ async def test_a_stuck_job_without_attempts_left_is_aborted_as_swept(queue):
     running = await queue.dequeue(timeout=1)
     running.started = now() - 5000
     running.attempts = 1
+    running.worker_id = "dead"  # never reported in: the sweep does not wait for it
     await running.update(status=Status.ACTIVE)
-    assert await queue.sweep(lock=1, abort=0.2) == [job.id]
+    assert await asyncio.wait_for(queue.sweep(lock=1, abort=30), 10) == [job.id]
     stored = await queue.job(job.key)
     assert stored.status == Status.ABORTED and stored.error == "swept"
     assert queue.swept_jobs[0].status == Status.ABORTED

@@ -46,8 +46,9 @@ async def test_a_job_of_a_sigkilled_worker_process_runs_again_and_completes(
     victim.proc.wait()
     worker_processes(config, "--queue", "default")  # what circus does: start another
 
-    # Swept once it is past its timeout (2 s) at the next sweep (1 s), after SAQ's 5 s wait for
-    # the dead worker to acknowledge the abort; then run again. The deadline is generous.
+    # Swept once it is past its timeout (2 s) at the next sweep (1 s), after a 5 s wait for the
+    # worker to acknowledge the abort (it still looks alive: its worker info outlives it by up to
+    # 11 s); then run again. The deadline is generous.
     body = await wait_for_job(jobs_client, key, {"complete", "failed", "aborted"}, timeout=60)
     assert body["status"] == "complete"
     assert body["attempts"] == 2

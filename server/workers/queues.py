@@ -99,8 +99,9 @@ class JobQueue(RedisQueue):
             return []
 
         now = time.time()
-        first_seen = {k: float(v) for k, v in (await self.redis.hgetall(self._unstarted)).items()}
-        unstarted_now: dict[bytes, float] = {}
+        # job id -> "first seen|queued|attempts": a job requeued since then starts a new wait.
+        marks = {k: v.decode() for k, v in (await self.redis.hgetall(self._unstarted)).items()}
+        unstarted_now: dict[bytes, str] = {}
         to_sweep: list[Job] = []
         missing: list[bytes] = []
         for job_id, job_bytes in id_jobs:
@@ -116,15 +117,17 @@ class JobQueue(RedisQueue):
             else:
                 # Dequeued but not yet marked active, or an abort between its two steps: normal
                 # for a moment, orphaned when it lasts.
-                seen = first_seen.get(job_id, now)
-                unstarted_now[job_id] = seen
+                identity = f"{job.queued}|{job.attempts}"
+                seen_text, _, seen_identity = marks.get(job_id, "").partition("|")
+                seen = float(seen_text) if seen_text and seen_identity == identity else now
+                unstarted_now[job_id] = f"{seen}|{identity}"
                 if now - seen >= self.UNSTARTED_GRACE:
                     to_sweep.append(job)
 
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._unstarted)
             if unstarted_now:
-                pipe.hset(self._unstarted, mapping={k: str(v) for k, v in unstarted_now.items()})
+                pipe.hset(self._unstarted, mapping=unstarted_now)
                 pipe.expire(self._unstarted, int(self.UNSTARTED_GRACE * 4) + lock)
             for job_id in missing:
                 pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id)
@@ -142,11 +145,12 @@ class JobQueue(RedisQueue):
         return [job_id.decode() for job_id in missing] + [job.id for job in swept]
 
     async def _take_back(self, job: Job, abort: float) -> bool:
-        """Abort a stuck job, give its worker `abort` seconds, then requeue or abort it; True if taken."""
+        """Abort a stuck job, give a live worker `abort` seconds, then requeue or abort it; True if taken."""
         log.info("sweeping %s", job.info(log.isEnabledFor(logging.DEBUG)))
+        alive = await self._worker_alive(job)
         await self.abort(job, error=self.swept_error_message)
         try:
-            await job.refresh(abort)
+            await job.refresh(abort if alive else None)
         except asyncio.TimeoutError:
             log.info("no worker acknowledged the abort of %s", job.id)
         except RuntimeError:  # its key expired meanwhile: nothing left to take back
@@ -158,6 +162,15 @@ class JobQueue(RedisQueue):
         else:
             await self.finish(job, Status.ABORTED, error=self.swept_error_message)
         return True
+
+    async def _worker_alive(self, job: Job) -> bool:
+        """Whether the worker that took the job still reports in (SAQ's worker info, ~11 s TTL).
+
+        Only a live worker can acknowledge an abort: for a dead one there is nothing to wait for.
+        """
+        if not job.worker_id:
+            return False
+        return bool(await self.redis.exists(self.namespace(f"worker_info:{job.worker_id}")))
 
     async def wait_sweep_idle(self) -> None:
         """Return once no sweep of this queue object is running."""

@@ -11,6 +11,7 @@ from typing import Any
 from saq import Worker
 
 from server.config import Config
+from server.workers.failures import JobFailureReporter
 from server.workers.settings import WorkerResources, close_resources, open_resources, worker_settings
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS
@@ -37,10 +38,12 @@ class WorkerGroup:
         *,
         resources: WorkerResources,
         functions: Iterable[Callable[..., Any]] = TASKS,
+        reporter: JobFailureReporter | None = None,
     ) -> WorkerGroup:
         workers = []
         for name in names:
-            worker = Worker(**worker_settings(config, name, resources=resources, functions=functions))
+            settings = worker_settings(config, name, resources=resources, functions=functions, reporter=reporter)
+            worker = Worker(**settings)
             worker.SIGNALS = []
             workers.append(worker)
         return cls(workers)
@@ -52,6 +55,8 @@ class WorkerGroup:
             task = asyncio.create_task(worker.start(), name=f"saq-worker-{worker.queue.name}")
             task.add_done_callback(self._log_crash)
             self._tasks.append(task)
+        # start() begins by replacing worker.event: let it, so that a stop() right away is not lost.
+        await asyncio.sleep(0)
 
     @staticmethod
     def _log_crash(task: asyncio.Task[None]) -> None:

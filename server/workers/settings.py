@@ -25,7 +25,7 @@ from saq.job import Job
 from server.config import DEFAULT_CONFIG_PATH, Config, load_config
 from server.middlewares.request_id import current_request_id
 from server.models.database import Database
-from server.workers.failures import handle_failure, handle_swept, request_id_of
+from server.workers.failures import JobFailureReporter, handle_failure, handle_swept, request_id_of
 from server.workers.queues import JobQueue, concurrency_for, make_queue_client
 from server.workers.reporting import make_job_failure_reporter
 from server.workers.stopping import request_stop
@@ -65,7 +65,10 @@ def cron_jobs_for(config: Config, queue_name: str) -> list[CronJob]:
     if queue_name != config.queue.names[-1]:
         return []
     # One attempt: the next tick is the retry.
-    return [CronJob(record_database_stats, cron=config.queue.stats_cron, timeout=config.queue.job_timeout, retries=1)]
+    stats = CronJob(
+        record_database_stats, cron=config.queue.stats_cron, timeout=config.queue.job_timeout, retries=1
+    )
+    return [stats]
 
 
 def worker_settings(
@@ -75,11 +78,13 @@ def worker_settings(
     queue: JobQueue | None = None,
     resources: WorkerResources | None = None,
     functions: Iterable[Callable[..., Any]] = TASKS,
+    reporter: JobFailureReporter | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `saq.Worker` serving one queue.
 
     With `resources`, jobs use them and the worker neither opens nor closes them (the web app's,
-    or a worker process's shared set); without, the worker opens its own on startup.
+    or a worker process's shared set); without, the worker opens its own on startup. Failures
+    go to `reporter`, by default the one `make_job_failure_reporter(config)` builds.
     """
     cfg = config.queue
     if queue is None:
@@ -92,7 +97,7 @@ def worker_settings(
         else:
             shared = resources
         ctx.update(config=config, db=shared.db, redis=shared.redis, http=shared.http)
-        ctx["report_job_failure"] = make_job_failure_reporter(config)
+        ctx["report_job_failure"] = reporter or make_job_failure_reporter(config)
         queue.on_swept = partial(_on_swept, ctx)
         worker = ctx["worker"]
         if worker.SIGNALS:
