@@ -146,3 +146,15 @@ def test_internal_password_command_creates_a_private_file_once(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     second = run()
     assert second.returncode == 0 and path.read_text().strip() == password  # kept, not replaced
+
+
+async def test_the_dashboard_answers_503_while_redis_is_down(private_redis, tmp_path, aiohttp_client):
+    config = jobs_test_config(tmp_path, private_redis.url)
+    client = await aiohttp_client(app_with_enqueue_route(config))
+    assert (await client.get("/internal/saq/api/queues", headers=auth_header())).status == 200
+    private_redis.stop()
+    for path in ("/internal/saq/api/queues", "/internal/saq/api/queues/default/jobs/x", "/internal/jobs/failed"):
+        resp = await client.get(path, headers=auth_header())
+        assert resp.status == 503, path
+        assert "Retry-After" in resp.headers
+    assert (await client.get("/internal/saq/", headers=auth_header())).status == 200  # the page itself

@@ -49,23 +49,21 @@ async def get_failed_jobs(request: web.Request) -> dict[str, Any]:
 
 
 @web.middleware
-async def known_queue_and_job(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """An unknown queue or job is a 404 problem, not the 500 SAQ's handlers would raise."""
-    queue_name = request.match_info.get("queue")
-    if queue_name is not None:
-        queue = request.app[saq_web.QUEUES_KEY].get(queue_name)
-        if queue is None:
-            raise NotFound(f"no queue named {queue_name!r}")
-        job_key = request.match_info.get("job")
-        if job_key is not None:
-            try:
-                job = await queue.job(job_key)
-            except RedisError as exc:
-                log.warning("dashboard: Redis unavailable: %r", exc)
-                raise ServiceUnavailable("Redis is unavailable; try again shortly.") from None
-            if job is None:
+async def dashboard_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unknown queue or job is a 404 and Redis down a 503, not the 500 SAQ's handlers would raise."""
+    try:
+        queue_name = request.match_info.get("queue")
+        if queue_name is not None:
+            queue = request.app[saq_web.QUEUES_KEY].get(queue_name)
+            if queue is None:
+                raise NotFound(f"no queue named {queue_name!r}")
+            job_key = request.match_info.get("job")
+            if job_key is not None and await queue.job(job_key) is None:
                 raise NotFound(f"no job {job_key!r} on queue {queue_name!r}")
-    return await handler(request)
+        return await handler(request)
+    except RedisError as exc:
+        log.warning("dashboard: Redis unavailable: %r", exc)
+        raise ServiceUnavailable("Redis is unavailable; try again shortly.") from None
 
 
 def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
@@ -75,7 +73,7 @@ def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
     prefix as root_path (SAQ renders it for the site root, NOTES.md §1a). The queues are the
     dashboard's own: whoever holds a queue closes its Redis client on disconnect.
     """
-    app = web.Application(middlewares=[known_queue_and_job])
+    app = web.Application(middlewares=[dashboard_errors])
     app[saq_web.QUEUES_KEY] = {}
     html = render(root_path=prefix)
 
