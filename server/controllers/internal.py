@@ -98,17 +98,18 @@ def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
     app.cleanup_ctx.append(dashboard_ctx)
     app.add_routes(
         [
-            web.get("/static/app.js", app_js),  # before the static route, which would serve the original
-            web.static("/static", STATIC_PATH),
-            web.get("/api/queues/{queue}/jobs/{job}", saq_web.jobs),
-            web.post("/api/queues/{queue}/jobs/{job}/retry", saq_web.retry),
-            web.post("/api/queues/{queue}/jobs/{job}/abort", saq_web.abort),
-            web.get("/api/queues", saq_web.queues_),
-            web.get("/api/queues/{queue}", saq_web.queues_),
-            web.get("/", view),
-            web.get("/queues/{queue}", view),
-            web.get("/queues/{queue}/jobs/{job}", view),
-            web.get("/health", saq_web.health),
+            # Before the static route, which would serve the original.
+            web.get("/static/app.js", app_js, name="saq-app-js"),
+            web.static("/static", STATIC_PATH, name="saq-static"),
+            web.get("/api/queues/{queue}/jobs/{job}", saq_web.jobs, name="saq-api-job"),
+            web.post("/api/queues/{queue}/jobs/{job}/retry", saq_web.retry, name="saq-api-job-retry"),
+            web.post("/api/queues/{queue}/jobs/{job}/abort", saq_web.abort, name="saq-api-job-abort"),
+            web.get("/api/queues", saq_web.queues_, name="saq-api-queues"),
+            web.get("/api/queues/{queue}", saq_web.queues_, name="saq-api-queue"),
+            web.get("/", view, name="saq-index"),
+            web.get("/queues/{queue}", view, name="saq-queue"),
+            web.get("/queues/{queue}/jobs/{job}", view, name="saq-job"),
+            web.get("/health", saq_web.health, name="saq-health"),
         ]
     )
     return app
