@@ -32,9 +32,12 @@ install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
 
 ## Run the whole system in the foreground (Ctrl-C stops it).
+# The internal pages get a random password on first run, kept in var/internal_password.
 run: install
 	@mkdir -p var/redis var/log
-	@REDIS=$$($(VPY) -m server redis-path) && \
+	@PWFILE=$$($(VPY) -m server internal-password) || exit 1; \
+	  export INTERNAL_PASSWORD="$${INTERNAL_PASSWORD:-$$(cat "$$PWFILE")}"; \
+	  REDIS=$$($(VPY) -m server redis-path) && \
 	  $$REDIS redis.conf > var/log/redis.log 2>&1 & RPID=$$!; \
 	  trap 'kill $$RPID 2>/dev/null; wait $$RPID 2>/dev/null' EXIT; \
 	  $(VPY) -m server serve

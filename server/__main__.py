@@ -1,10 +1,12 @@
-"""Command line: `python -m server serve|migrate|seed|routes|worker` (the only code that reads argv)."""
+"""Command line: `python -m server serve|worker|routes|redis-path|internal-password` (the only code that reads argv)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
+import secrets
 import socket
 import sys
 from collections.abc import Sequence
@@ -103,14 +105,59 @@ def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
     return redis_shim(
         os.environ["REDIS_SERVER"], PROJECT_ROOT / "redis.conf", int(os.environ["REDIS_PORT"]), data_dir
     )
+def cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    from server.workers.runner import run_worker_process
+
+    names = args.queue or list(config.queue.names)
+    unknown = [n for n in names if n not in config.queue.names]
+    if unknown:
+        print(f"unknown queue {unknown[0]!r}; queue.names is {list(config.queue.names)}", file=sys.stderr)
+        return 2
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(run_worker_process(config, list(dict.fromkeys(names))))
+    finally:
+        loop.close()
+
+
+def ensure_password_file(path: Path) -> bool:
+    """Create `path` (mode 0600) holding a random password unless it exists; True when created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(24) + "\n")
+    return True
+
+
+def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
+    """For a development checkout: a password for /internal kept in a git-ignored file (`make run`)."""
+    path = args.file or args.config.resolve().parent / "var" / "internal_password"
+    created = ensure_password_file(path)
+    where = (
+        "INTERNAL_PASSWORD (already set, it wins)" if config.internal.password
+        else f"{path}{' (new)' if created else ''}"
+    )
+    print(
+        f"internal pages (/internal/saq/, /internal/jobs/failed): user {config.internal.username!r}, "
+        f"password in {where}",
+        file=sys.stderr,
+    )
+    print(path)
+    return 0
 
 
 COMMANDS = {
     "serve": cmd_serve,
     "migrate": cmd_migrate,
     "seed": cmd_seed,
+    "worker": cmd_worker,
     "routes": cmd_routes,
     "redis-path": cmd_redis_path,
+    "internal-password": cmd_internal_password,
     "supervise": cmd_supervise,
     "redis-shim": cmd_redis_shim,
 }
@@ -126,7 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fd", type=int, help="serve on this inherited listening socket (circus)")
     sub.add_parser("migrate", help="apply the database migrations that are missing, and say what was done")
     sub.add_parser("seed", help="example data through the model API (safe to run again and again)")
+    worker = sub.add_parser("worker", help="run SAQ workers (every queue, or those named)")
+    worker.add_argument(
+        "--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)"
+    )
     sub.add_parser("routes", help="print the route table of every API version")
+    password = sub.add_parser(
+        "internal-password",
+        help="create a random password for the internal pages unless one exists; print its file",
+    )
+    password.add_argument("--file", type=Path, help="default: var/internal_password beside the config")
     sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 6.2)")
     sub.add_parser("supervise", help="apply migrations, then run everything under circusd (foreground)")
     sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")

@@ -14,8 +14,10 @@ from redis.asyncio import Redis
 
 from server.config import Config
 from server.controllers import docs, pages
+from server.controllers.internal import mount_internal
 from server.controllers.versions import mount_api_versions
-from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY
+from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY
+from server.middlewares.auth import internal_auth
 from server.middlewares.cache import cache, cache_ctx
 from server.middlewares.errors import errors
 from server.middlewares.request_id import request_id
@@ -23,19 +25,27 @@ from server.middlewares.validation import validation
 from server.models.database import Database
 from server.services.honeybadger import honeybadger_ctx
 from server.models.migrate import prepare_database
+from server.workers.queues import build_queues
+from server.workers.runner import WorkerGroup
+from server.workers.settings import WorkerResources
 
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
+def make_database(config: Config) -> Database:
+    """The Database of `config`, not yet open (the web app and the workers both use this)."""
+    cfg = config.database
+    return Database(cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections)
+
+
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[CONFIG_KEY].database
-    db = Database(cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections)
+    db = make_database(app[CONFIG_KEY])
     await db.open()
     try:
         # Raises SchemaError (database too new, or migrations pending with auto_migrate off): no start.
-        report = await prepare_database(db, auto_migrate=cfg.auto_migrate)
+        report = await prepare_database(db, auto_migrate=app[CONFIG_KEY].database.auto_migrate)
         for label in report.applied:
             log.info("applied migration %s to %s", label, db.path)
         app[DB_KEY] = db
@@ -65,8 +75,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.aclose()
 
 
+def make_http_session(config: Config) -> aiohttp.ClientSession:
+    """The outbound HTTP session (the web app and the workers both use this); call inside a loop."""
+    return aiohttp.ClientSession(raise_for_status=False)
+
+
 async def http_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = aiohttp.ClientSession(raise_for_status=False)
+    session = make_http_session(app[CONFIG_KEY])
     app[HTTP_KEY] = session
     try:
         yield
@@ -74,10 +89,35 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
+async def queues_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Clients of their own, bounded like the app's: an enqueue with Redis down answers 503 fast.
+    queues = build_queues(app[CONFIG_KEY], worker=False)
+    app[QUEUES_KEY] = queues
+    try:
+        yield
+    finally:
+        await queues.disconnect()
+
+
+async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Workers for every queue inside this process (queue.embedded_worker), using the app's resources.
+
+    They leave signals to aiohttp; on shutdown running jobs get queue.shutdown_grace, then are requeued.
+    """
+    config = app[CONFIG_KEY]
+    resources = WorkerResources(db=app[DB_KEY], redis=app[REDIS_KEY], http=app[HTTP_KEY])
+    group = WorkerGroup.for_queues(config, config.queue.names, resources=resources)
+    await group.start()
+    try:
+        yield
+    finally:
+        await group.stop()
+
+
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
     app = web.Application(
-        middlewares=[request_id, errors],
+        middlewares=[request_id, errors, internal_auth],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
@@ -88,9 +128,12 @@ def create_app(config: Config) -> web.Application:
     )
     # The error reporter opens first and closes last: failures while the others close (an
     # embedded worker's last jobs) are still reported.
-    app.cleanup_ctx.extend([honeybadger_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx])
+    app.cleanup_ctx.extend([honeybadger_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx, queues_ctx])
+    if config.queue.embedded_worker:
+        app.cleanup_ctx.append(embedded_worker_ctx)  # last: stops first, while the resources are open
     app.add_routes(pages.routes)
     docs.setup_docs(app)
+    mount_internal(app, config)
     # cache before validation: a hit skips validating the request it answers (see cache.py).
     mount_api_versions(app, middlewares=[cache, validation])
     return app

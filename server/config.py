@@ -76,13 +76,25 @@ class CatFactsConfig:
 class QueueConfig:
     # Run a SAQ worker inside the web process (development / single process).
     embedded_worker: bool = True
+    # Highest priority first; `enqueue(..., priority=name)` picks one. The cron jobs run on the last.
     names: tuple[str, ...] = ("high", "default", "low")
+    # Jobs one worker runs at a time: the queue named "high" gets more, "low" fewer.
     concurrency: int = 4
-    job_timeout: int = 60
+    high_concurrency: int = 8
+    low_concurrency: int = 2
+    # A job running longer is failed; it also bounds how long a dead worker's job waits for the sweep.
+    job_timeout: int = 30
+    # Attempts in all (1 = no retry); retries wait retry_delay, doubling up to retry_backoff_max (0: fixed).
     job_retries: int = 3
+    retry_delay: float = 1.0
+    retry_backoff_max: float = 30.0
     shutdown_grace: float = 10.0
     sweep_interval: int = 5
     dequeue_timeout: float = 1.0
+    # Entries kept in the failed-jobs list shown at /internal/jobs/failed.
+    failed_keep: int = 200
+    # When the database statistics job runs (croniter syntax; a 6th field counts seconds).
+    stats_cron: str = "* * * * *"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +224,12 @@ def _config_schema() -> dict[str, Any]:
     queue["shutdown_grace"]["minimum"] = 0
     queue["sweep_interval"]["minimum"] = 1
     queue["dequeue_timeout"]["exclusiveMinimum"] = 0
+    queue["high_concurrency"]["minimum"] = 1
+    queue["low_concurrency"]["minimum"] = 1
+    queue["retry_delay"]["minimum"] = 0
+    queue["retry_backoff_max"]["minimum"] = 0
+    queue["failed_keep"]["minimum"] = 1
+    queue["stats_cron"]["minLength"] = 1
     hb = props["honeybadger"]["properties"]
     hb["endpoint"]["pattern"] = r"^https?://"
     hb["timeout"]["exclusiveMinimum"] = 0

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from server.config import Config
 from server.helpers.response_cache import ResponseCache
 from server.models.database import Database
+from server.workers.queues import JobQueues
 
 if TYPE_CHECKING:  # the reporter's module imports these keys
     from server.services.honeybadger import HoneybadgerReporter
@@ -32,6 +33,8 @@ HONEYBADGER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("honeybadger")
 # The response cache (server/middlewares/cache.py), set up after REDIS_KEY.
 CACHE_KEY = web.AppKey("response_cache", ResponseCache)
 SLOW_JOB_ENQUEUER_KEY = web.AppKey("slow_job_enqueuer", SlowJobEnqueuer)
+# The web app's queues by priority name; enqueue through server.workers.enqueue.enqueue().
+QUEUES_KEY = web.AppKey("queues", JobQueues)
 # Set on each API version's sub-app: the version number its handlers serve.
 API_VERSION_KEY = web.AppKey("api_version", int)
 

@@ -13,8 +13,10 @@ from server.helpers.redis_server import RedisProcess
 from server.middlewares.request_id import install_log_record_factory
 from support import make_test_config
 
-# Fixture modules of their own, one per concern.
-pytest_plugins = ["fixtures_validation", "fixtures_honeybadger", "fixtures_data", "fixtures_cat_facts"]
+# Fixture modules of their own per area, to keep this file small and merges easy.
+pytest_plugins = [
+    "fixtures_validation", "fixtures_honeybadger", "fixtures_data", "fixtures_cat_facts", "fixtures_jobs",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

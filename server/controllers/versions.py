@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from server.controllers import bar, baz, fail, foo, users
+from server.controllers import bar, baz, fail, foo, jobs, users
 from server.controllers.v2 import foo as v2_foo
 from server.keys import API_VERSION_KEY
 
 # Route tables every version serves, in order.
 COMMON_ROUTES: tuple[web.RouteTableDef, ...] = (
-    foo.routes, fail.routes, bar.routes, baz.routes, users.routes,
+    foo.routes, fail.routes, bar.routes, baz.routes, users.routes, jobs.routes,
 )
 
 # Per version, tables whose routes replace the common route of the same method and path.

@@ -1,0 +1,122 @@
+"""The internal pages (protected by middlewares.auth): SAQ's dashboard at /internal/saq/ and the failed jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+from saq.web import aiohttp as saq_web
+from saq.web.common import STATIC_PATH, render
+
+from server.config import Config
+from server.helpers.errors import NotFound, ServiceUnavailable
+from server.keys import CONFIG_KEY, REDIS_KEY
+from server.workers.failures import recent_failures
+from server.workers.queues import build_queues
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+SAQ_PREFIX = "/internal/saq"
+# SAQ's app.js links a job's queue from the site root; under a prefix that link must carry it.
+_APP_JS_FIX = ('href: "/queues/" + job.queue', 'href: root_path + "/queues/" + job.queue')
+APP_JS_KEY = web.AppKey("saq_app_js", bytearray)
+
+
+@routes.get("/internal/jobs/failed", name="failed-jobs")
+@aiohttp_jinja2.template("failed_jobs.html")
+async def get_failed_jobs(request: web.Request) -> dict[str, Any]:
+    config = request.config_dict[CONFIG_KEY]
+    try:
+        entries = await recent_failures(request.config_dict[REDIS_KEY], config.queue.failed_keep)
+    except RedisError as exc:
+        log.warning("failed jobs unavailable: %r", exc)
+        raise ServiceUnavailable("Redis is unavailable; try again shortly.") from None
+    for entry in entries:
+        at = entry.get("at")
+        entry["at_text"] = (
+            datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            if isinstance(at, (int, float)) else "?"
+        )
+    return {"entries": entries, "keep": config.queue.failed_keep}
+
+
+@web.middleware
+async def dashboard_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unknown queue or job is a 404 and Redis down a 503, not the 500 SAQ's handlers would raise."""
+    try:
+        queue_name = request.match_info.get("queue")
+        if queue_name is not None:
+            queue = request.app[saq_web.QUEUES_KEY].get(queue_name)
+            if queue is None:
+                raise NotFound(f"no queue named {queue_name!r}")
+            job_key = request.match_info.get("job")
+            if job_key is not None and await queue.job(job_key) is None:
+                raise NotFound(f"no job {job_key!r} on queue {queue_name!r}")
+        return await handler(request)
+    except RedisError as exc:
+        log.warning("dashboard: Redis unavailable: %r", exc)
+        raise ServiceUnavailable("Redis is unavailable; try again shortly.") from None
+
+
+def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
+    """SAQ's web UI as a sub-app to mount at `prefix`, with its own queue objects.
+
+    SAQ's handlers serve the JSON API and static files; the HTML is rendered here with the
+    prefix as root_path (SAQ renders it for the site root, NOTES.md §1a). The queues are the
+    dashboard's own: whoever holds a queue closes its Redis client on disconnect.
+    """
+    app = web.Application(middlewares=[dashboard_errors])
+    app[saq_web.QUEUES_KEY] = {}
+    html = render(root_path=prefix)
+
+    async def view(request: web.Request) -> web.Response:
+        return web.Response(text=html, content_type="text/html")
+
+    async def app_js(request: web.Request) -> web.Response:
+        return web.Response(body=bytes(request.app[APP_JS_KEY]), content_type="application/javascript")
+
+    async def dashboard_ctx(sub: web.Application) -> AsyncIterator[None]:
+        queues = build_queues(config, worker=False)
+        sub[saq_web.QUEUES_KEY].update(queues)
+        script = await asyncio.to_thread((STATIC_PATH / "app.js").read_text, "utf-8")
+        sub[APP_JS_KEY][:] = script.replace(*_APP_JS_FIX).encode()
+        try:
+            yield
+        finally:
+            sub[saq_web.QUEUES_KEY].clear()
+            await queues.disconnect()
+
+    app[APP_JS_KEY] = bytearray()
+    app.cleanup_ctx.append(dashboard_ctx)
+    app.add_routes(
+        [
+            # Before the static route, which would serve the original.
+            web.get("/static/app.js", app_js, name="saq-app-js"),
+            web.static("/static", STATIC_PATH, name="saq-static"),
+            web.get("/api/queues/{queue}/jobs/{job}", saq_web.jobs, name="saq-api-job"),
+            web.post("/api/queues/{queue}/jobs/{job}/retry", saq_web.retry, name="saq-api-job-retry"),
+            web.post("/api/queues/{queue}/jobs/{job}/abort", saq_web.abort, name="saq-api-job-abort"),
+            web.get("/api/queues", saq_web.queues_, name="saq-api-queues"),
+            web.get("/api/queues/{queue}", saq_web.queues_, name="saq-api-queue"),
+            web.get("/", view, name="saq-index"),
+            web.get("/queues/{queue}", view, name="saq-queue"),
+            web.get("/queues/{queue}/jobs/{job}", view, name="saq-job"),
+            web.get("/health", saq_web.health, name="saq-health"),
+        ]
+    )
+    return app
+
+
+def mount_internal(app: web.Application, config: Config) -> None:
+    """Add the internal pages; SAQ's dashboard only when a password is set (it opens Redis clients)."""
+    app.add_routes(routes)
+    if config.internal.password:
+        app.add_subapp(SAQ_PREFIX, saq_dashboard(config))

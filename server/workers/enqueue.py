@@ -1,0 +1,67 @@
+"""Enqueueing from the web app: at a priority, carrying the request id, ServiceUnavailable when Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.helpers import ChainMapProxy
+from redis.exceptions import RedisError
+from saq.job import Job
+
+from server.helpers.errors import ServiceUnavailable
+from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.middlewares.request_id import current_request_id
+from server.workers.queues import job_defaults
+
+log = logging.getLogger(__name__)
+
+# How long a client is asked to wait when the queue's Redis is unreachable.
+RETRY_AFTER_SECONDS = 5
+
+AppLike = web.Application | ChainMapProxy  # an app, or a handler's request.config_dict
+
+
+def _unavailable(action: str, exc: BaseException) -> ServiceUnavailable:
+    log.warning("job queue unavailable (%s): %r", action, exc)
+    return ServiceUnavailable(
+        "The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS
+    )
+
+
+async def enqueue(app: AppLike, function: str, *, priority: str = "default", **kwargs: Any) -> Job:
+    """Queue `function` on the `priority` queue ("high", "default", "low") and return its Job.
+
+    `kwargs` are the function's arguments, except SAQ Job fields (timeout, retries, retry_delay,
+    retry_backoff, scheduled, key, heartbeat, ttl, meta), which override the configured defaults.
+    The id of the request being handled travels in `job.meta["request_id"]`. Enqueueing an
+    existing key returns that job. Raises ServiceUnavailable (503, Retry-After) when Redis
+    cannot be reached, UnknownPriority (a ValueError) for an unconfigured priority.
+    """
+    queue = app[QUEUES_KEY].for_priority(priority)
+    job_kwargs = {**job_defaults(app[CONFIG_KEY]), **kwargs}
+    meta = dict(job_kwargs.pop("meta", None) or {})
+    request_id = current_request_id.get()
+    if request_id != "-":
+        meta.setdefault("request_id", request_id)
+    if meta:
+        job_kwargs["meta"] = meta
+    try:
+        job = await queue.enqueue(function, **job_kwargs)
+        if job is None and "key" in job_kwargs:  # that key is already queued or running
+            job = await queue.job(job_kwargs["key"])
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        raise _unavailable("enqueue", exc) from None
+    if job is None:
+        raise _unavailable("enqueue", LookupError(f"job {job_kwargs.get('key')} vanished"))
+    return job
+
+
+async def find_job(app: AppLike, key: str) -> Job | None:
+    """The job with this key on any queue, or None; raises ServiceUnavailable when Redis is down."""
+    try:
+        return await app[QUEUES_KEY].find(key)
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        raise _unavailable("find", exc) from None
