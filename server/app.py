@@ -13,10 +13,12 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from server.config import Config
-from server.controllers import docs, pages
+from server.controllers import baz, docs, pages
 from server.controllers.internal import mount_internal
 from server.controllers.versions import mount_api_versions
-from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY
+from server.keys import (
+    CONFIG_KEY, DB_KEY, HONEYBADGER_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY,
+)
 from server.middlewares.auth import internal_auth
 from server.middlewares.cache import cache, cache_ctx
 from server.middlewares.errors import errors
@@ -106,7 +108,10 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     """
     config = app[CONFIG_KEY]
     resources = WorkerResources(db=app[DB_KEY], redis=app[REDIS_KEY], http=app[HTTP_KEY])
-    group = WorkerGroup.for_queues(config, config.queue.names, resources=resources)
+    group = WorkerGroup.for_queues(
+        config, config.queue.names, resources=resources,
+        reporter=app[HONEYBADGER_KEY].report_job_failure,
+    )
     await group.start()
     try:
         yield
@@ -121,6 +126,8 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
+    # baz's seam to the queue (tests may swap it for an enqueuer of their own).
+    app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),

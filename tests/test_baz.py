@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -40,7 +41,9 @@ async def test_baz_answers_a_fact_then_serves_it_from_the_cache(baz_client, fake
     first = await baz_client.get("/api/v1/baz")
     assert first.status == 200
     body = await first.json()
-    assert body == {"fact": fake_cat_facts.fact(1)}  # no queue wired: no job
+    assert body["fact"] == fake_cat_facts.fact(1)
+    key = body["job"]["key"]
+    assert body["job"] == {"key": key, "url": f"/api/v1/jobs/{key}"}
     assert first.headers["X-Cache"] == "MISS"
     second = await baz_client.get("/api/v1/baz")
     assert second.headers["X-Cache"] == "HIT"
@@ -137,3 +140,44 @@ async def test_baz_is_503_with_retry_after_when_the_job_cannot_be_enqueued(
         assert_problem(resp, body, 503)
         assert resp.headers["Retry-After"] == "7"
         assert body["detail"] == "the job queue is unreachable"
+
+
+async def test_baz_job_completes_and_is_readable_through_the_job_api(
+    redis_url, fake_cat_facts, tmp_path, aiohttp_client
+):
+    config = make_test_config(
+        database=tmp_path / "t.db", redis_url=redis_url,
+        cat_facts={"url": fake_cat_facts.url, "timeout": UPSTREAM_TIMEOUT},
+        queue={"embedded_worker": True},
+    )
+    client = await aiohttp_client(create_app(config))
+    resp = await client.get("/api/v1/baz", headers={"X-Request-ID": "baz-job-1"})
+    assert resp.status == 200
+    job = (await resp.json())["job"]
+    deadline = time.monotonic() + 30
+    while True:
+        status_resp = await client.get(job["url"])
+        assert status_resp.status == 200
+        state = await status_resp.json()
+        if state["status"] == "complete":
+            break
+        assert state["status"] in ("queued", "active"), state
+        assert time.monotonic() < deadline, state
+        await asyncio.sleep(0.2)
+    assert state["key"] == job["key"]
+    assert state["function"] == "slow_job"
+    assert state["attempts"] == 1
+    assert state["error"] is None
+    assert state["completed"] is not None
+
+
+async def test_baz_answers_503_with_retry_after_when_it_cannot_enqueue(
+    private_redis, fake_cat_facts, tmp_path, aiohttp_client
+):
+    client = await aiohttp_client(create_app(baz_config(tmp_path, private_redis.url, fake_cat_facts.url)))
+    assert (await client.get("/api/v1/baz")).status == 200
+    private_redis.stop()
+    resp = await client.get("/api/v1/baz?fresh=1")
+    body = await resp.json()
+    assert_problem(resp, body, 503)
+    assert int(resp.headers["Retry-After"]) > 0

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from server.app import create_app
 from server.helpers.errors import NotFound
-from server.keys import API_VERSION_KEY, REDIS_KEY
+from server.keys import API_VERSION_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY
 from server.middlewares.cache import cache, cached, invalidate_namespace
 from server.middlewares.validation import validation
 from support import make_test_config
@@ -89,6 +89,10 @@ async def get_missing(request: web.Request) -> web.Response:
     raise NotFound("nothing here")
 
 
+async def no_job(request: web.Request) -> None:
+    return None
+
+
 @pytest.fixture
 def make_client(fake_cat_facts, tmp_path, aiohttp_client):
     """A client of the real app plus a /t test sub-app with the API's middlewares."""
@@ -99,6 +103,9 @@ def make_client(fake_cat_facts, tmp_path, aiohttp_client):
             cat_facts={"url": fake_cat_facts.url, "timeout": 2.0}, **overrides,
         )
         app = create_app(config)
+        # These tests are about the cache: baz's job is swapped for none, so a stopped Redis
+        # shows the cache's fail-open (baz's own 503 for a failed enqueue is in test_baz.py).
+        app[SLOW_JOB_ENQUEUER_KEY] = no_job
         sub = web.Application(middlewares=[cache, validation])
         sub[API_VERSION_KEY] = 1
         sub[CALLS] = Counter()

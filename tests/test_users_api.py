@@ -343,3 +343,34 @@ async def test_200_concurrent_updates_of_one_row(config, aiohttp_client, caplog)
     assert body["total"] == 4
     assert [u for u in body["items"] if u["id"] != user["id"]] == others
     assert "database is locked" not in caplog.text
+
+
+async def test_user_reads_are_cached_and_every_write_invalidates_them(client):
+    """The user list and detail are cached in Redis; a client never reads its own write stale."""
+    first = await client.get("/api/v1/users")
+    assert first.headers["X-Cache"] == "MISS"
+    again = await client.get("/api/v1/users")
+    assert again.headers["X-Cache"] == "HIT"
+    assert await again.json() == await first.json()
+
+    created = await (await client.post("/api/v1/users", json={"name": "cached"})).json()
+    listing = await client.get("/api/v1/users")
+    assert listing.headers["X-Cache"] == "MISS"
+    assert [u["name"] for u in (await listing.json())["items"]] == ["cached"]
+    v2_listing = await client.get("/api/v2/users")
+    assert (await v2_listing.json())["total"] == 1
+
+    detail_url = f"/api/v1/users/{created['id']}"
+    assert (await client.get(detail_url)).headers["X-Cache"] == "MISS"
+    assert (await client.get(detail_url)).headers["X-Cache"] == "HIT"
+    patched = await client.patch(detail_url, json={"name": "renamed"})
+    assert patched.status == 200
+    detail = await client.get(detail_url)
+    assert detail.headers["X-Cache"] == "MISS"
+    assert (await detail.json())["name"] == "renamed"
+    assert (await (await client.get("/api/v1/users")).json())["items"][0]["name"] == "renamed"
+
+    assert (await client.delete(detail_url)).status == 204
+    gone = await client.get(detail_url)
+    assert gone.status == 404
+    assert (await (await client.get("/api/v1/users")).json())["total"] == 0

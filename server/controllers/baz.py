@@ -10,10 +10,20 @@ from server.controllers.versions_base import api_version
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
 from server.middlewares.cache import cached
 from server.services.cat_facts import fetch_cat_fact
+from server.workers.enqueue import enqueue
 
 routes = web.RouteTableDef()
 
 BAZ_NAMESPACE = "baz"
+# How long the example job works (the old boilerplate's slow_job slept too).
+SLOW_JOB_SECONDS = 2.0
+
+
+async def queue_slow_job(request: web.Request) -> str:
+    """The production enqueuer (create_app sets it): `slow_job` on the default queue, carrying
+    the request id; raises ServiceUnavailable when Redis is down."""
+    job = await enqueue(request.config_dict, "slow_job", seconds=SLOW_JOB_SECONDS)
+    return job.key
 
 
 async def enqueue_slow_job(request: web.Request) -> dict[str, str] | None:

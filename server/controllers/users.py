@@ -7,10 +7,15 @@ from typing import Any, cast
 from aiohttp import web
 
 from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
+from server.middlewares.cache import cached, invalidate_namespace
 from server.middlewares.validation import body_schema, path_schema, query_schema
 from server.models.user import User
 
 routes = web.RouteTableDef()
+
+# Cached reads of users; every write invalidates the namespace once it has committed, so a
+# client never reads its own write stale.
+USERS_NAMESPACE = "users"
 
 INT64_MAX = 2**63 - 1
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
@@ -54,6 +59,7 @@ USER_PATH = "/users/{user_id:[1-9][0-9]*}"
 
 
 @routes.get("/users", name="user-list")
+@cached(namespace=USERS_NAMESPACE)
 @query_schema(LIST_USERS_QUERY_SCHEMA)
 async def list_users(request: web.Request) -> web.Response:
     params = request[QUERY_KEY]
@@ -71,11 +77,13 @@ async def list_users(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     body = cast(dict[str, Any], request[BODY_KEY])
     user = await User.create(request.config_dict[DB_KEY], name=body["name"])
+    await invalidate_namespace(request, USERS_NAMESPACE)
     location = request.app.router["user-detail"].url_for(user_id=str(user.id))
     return web.json_response(user.to_dict(), status=201, headers={"Location": str(location)})
 
 
 @routes.get(USER_PATH, name="user-detail")
+@cached(namespace=USERS_NAMESPACE)
 @path_schema(USER_PATH_SCHEMA)
 async def get_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
@@ -88,6 +96,7 @@ async def get_user(request: web.Request) -> web.Response:
 async def update_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
     await user.update(**cast(dict[str, Any], request[BODY_KEY]))
+    await invalidate_namespace(request, USERS_NAMESPACE)
     return web.json_response(user.to_dict())
 
 
@@ -96,4 +105,5 @@ async def update_user(request: web.Request) -> web.Response:
 async def delete_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
     await user.delete()
+    await invalidate_namespace(request, USERS_NAMESPACE)
     return web.Response(status=204)

@@ -72,14 +72,20 @@ class Database:
         self._depth = 0
 
     async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(
-            self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None
-        )
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        await conn.execute("PRAGMA foreign_keys=ON")
+        pending = aiosqlite.connect(self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None)
+        # aiosqlite's worker thread is not a daemon: one connection left open by a failed start-up
+        # would keep the process from ever exiting. Closing is still the rule; this is the backstop.
+        pending._thread.daemon = True
+        conn = await pending
+        try:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     async def open(self) -> None:

@@ -10,6 +10,11 @@ def make_job_failure_reporter(config: Config) -> JobFailureReporter | None:
     """The reporter a worker calls as `(job, exc, *, final, request_id)` for every failed attempt
     and every swept job; None reports nothing (failures are still recorded for /internal/jobs/failed).
 
-    The error-reporting layer returns its Honeybadger notifier here; it must not block the loop.
+    Used by the `saq` CLI settings; `python -m server worker` and the embedded worker pass the
+    reporter of their process instead. Its sending thread is a daemon: it ends with the process.
     """
-    return None
+    from server.services.honeybadger import HoneybadgerReporter
+
+    reporter = HoneybadgerReporter(config.honeybadger)
+    reporter.start()  # logs in one line when reporting is off
+    return reporter.report_job_failure if reporter.enabled else None

@@ -12,6 +12,7 @@ from saq import Worker
 
 from server.config import Config
 from server.workers.failures import JobFailureReporter
+from server.services.honeybadger import HoneybadgerReporter
 from server.workers.settings import WorkerResources, close_resources, open_resources, worker_settings
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS
@@ -93,8 +94,12 @@ async def run_worker_process(config: Config, names: Sequence[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     resources = await open_resources(config)
+    reporter = HoneybadgerReporter(config.honeybadger)
+    reporter.start()
     try:
-        group = WorkerGroup.for_queues(config, names, resources=resources)
+        group = WorkerGroup.for_queues(
+            config, names, resources=resources, reporter=reporter.report_job_failure
+        )
         await group.start()
         log.info("worker serving queues %s", ", ".join(names))
         stop_wait = asyncio.create_task(stop.wait())
@@ -107,5 +112,6 @@ async def run_worker_process(config: Config, names: Sequence[str]) -> int:
         return 1 if group.failed else 0
     finally:
         await close_resources(resources)
+        await reporter.aclose()  # flushes within honeybadger.flush_timeout
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
