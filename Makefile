@@ -65,4 +65,4 @@ routes: install
 	$(VPY) -m server routes
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .hypothesis bench/results/tmp

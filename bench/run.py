@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -782,22 +783,34 @@ class Bench:
         log(f"redis {self.redis.url} ({Path(self.redis.binary).name}), fake cat facts {self.upstream.url}")
         self.write_config(self.config_path, self.redis.url)
         self.detect_commands()
-        http: list[dict[str, Any]] = []
+        self.section("database", self.prepare_database)
         if opts.http_routes:
-            self.prepare_database()
-            http = self.run_http()
+            http = self.section("http", self.run_http) or []
             self.results["http"] = http
-            memory, profile = self.run_memory_and_profile(http)
+            memory, profile = self.section("memory", lambda: self.run_memory_and_profile(http)) or (
+                {"status": "error", "reason": "error: see warnings"},) * 2
             self.results["memory"], self.results["profile"] = memory, profile
         if "jobs" in opts.only:
-            if not self.db_path.exists():
-                self.prepare_database()
-            self.results["jobs"] = self.run_jobs()
+            self.results["jobs"] = self.section("jobs", self.run_jobs) or {
+                "status": "error", "reason": "error: see warnings"}
         self.results["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
         self.results["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
         self.results["warnings"] = self.warnings
         self.results["verdicts"] = harness.collect_verdicts(self.results)
         return self.results
+
+    def section(self, name: str, step: Callable[[], Any]) -> Any:
+        """Run one part of the bench; a failure is reported in the results, and the run goes on."""
+        try:
+            return step()
+        except Exception as exc:  # a harness that stops half-way reports nothing at all
+            trace = self.opts.tmp / "logs" / f"error-{name}.log"
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            trace.write_text(traceback.format_exc())
+            self.warnings.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                                 f"(traceback in {trace.relative_to(self.opts.results)})")
+            log(f"{name} failed: {exc!r}")
+            return None
 
     def pin_redis(self) -> None:
         # Redis shares the server's core: what a request or a job costs in Redis is counted against
