@@ -53,7 +53,8 @@ async def main(path: Path, seconds: float) -> None:
         async with conn.execute(SQL) as cursor:
             return await cursor.fetchone()
 
-    print(f"one shared connection, execute + fetchone (3 trips): {await rate(execute_fetchone, seconds):>9,.0f} reads/s")
+    three_trips = await rate(execute_fetchone, seconds)
+    print(f"one shared connection, execute + fetchone (3 trips): {three_trips:>9,.0f} reads/s")
     print(f"one shared connection, execute_fetchall (1 trip):    "
           f"{await rate(lambda: conn.execute_fetchall(SQL), seconds):>9,.0f} reads/s")
     await conn.close()
