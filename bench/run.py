@@ -65,6 +65,7 @@ NOOP_CANDIDATES = ("noop", "no_op", "nop")
 BASELINE_BAZ_KEY = "bench:baseline:baz"
 UNAVAILABLE = "skipped: route not available"
 MEMORY_RUN_S = 2  # seconds of load per route on the process whose memory is measured
+TERMINAL = {"complete", "failed", "aborted"}  # SAQ job statuses that end a job
 
 
 def log(message: str) -> None:
@@ -737,8 +738,7 @@ class Bench:
                         self.log_file(f"{name}-worker-{rep}"), env=side.get("env"))
             proc.start()
             try:
-                await wait_drained(queue, proc, timeout=60 + self.opts.jobs / 100)
-                jobs = [j for chunk in chunks(keys, 500) for j in await queue.jobs(chunk)]
+                jobs = await wait_drained(queue, proc, keys, timeout=60 + self.opts.jobs / 100)
                 statuses = [j.status.value if j else "missing" for j in jobs]
                 bad = {s: statuses.count(s) for s in set(statuses) if s != "complete"}
                 if bad:
@@ -908,17 +908,22 @@ async def bulk_enqueue(queue: Any, task: str, keys: Sequence[str], in_flight: in
     await asyncio.gather(*(enqueuer() for _ in range(in_flight)))
 
 
-async def wait_drained(queue: Any, proc: Proc, timeout: float) -> None:
+async def wait_drained(queue: Any, proc: Proc, keys: Sequence[str], timeout: float) -> list[Any]:
+    """Wait until the worker has emptied the queue and every job of `keys` ended; returns those jobs.
+
+    Not `count("incomplete")`: a worker's cron jobs wait in that set until they are due.
+    """
     deadline = time.monotonic() + timeout
-    while await queue.count("incomplete") > 0:
+    while True:
         if not proc.alive():
             raise StartError(f"{proc.name} exited:\n{tail(proc.log_path)}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{proc.name} did not drain its queue within {timeout:.0f} s")
+        if await queue.count("queued") + await queue.count("active") == 0:
+            jobs = [j for chunk in chunks(keys, 500) for j in await queue.jobs(chunk)]
+            if all(j is None or j.status.value in TERMINAL for j in jobs):
+                return jobs
         await asyncio.sleep(0.05)
-
-
-TERMINAL = {"complete", "failed", "aborted"}
 
 
 async def run_and_wait(queue: Any, pubsub: Any, task: str, timeout: float = 10.0) -> tuple[float, float, str]:
