@@ -5,8 +5,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run test install install-test routes migrate seed clean
+.PHONY: run test install install-test routes migrate seed clean bench
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,11 @@ $(STAMP_TEST): setup.cfg pyproject.toml | $(VPY)
 	$(ensure_redis)
 	touch $@ $(STAMP_RUN)
 
+$(STAMP_BENCH): setup.cfg pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q -e '.[bench]'
+	$(ensure_redis)
+	touch $@ $(STAMP_RUN)
+
 install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
 
@@ -46,6 +52,18 @@ run: install
 test: install-test
 	$(VPY) -m pytest
 
+## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
+## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).
+bench: $(STAMP_BENCH)
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; \
+	  else \
+	    echo "make bench needs wrk: install it with 'sudo apt-get install -y wrk' and run make bench again" >&2; \
+	    exit 1; \
+	  fi; }
+	$(VPY) -m bench $(ARGS)
+
 routes: install
 	$(VPY) -m server routes
 
@@ -58,4 +76,4 @@ seed: install
 	$(VPY) seed.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .hypothesis bench/results/tmp
