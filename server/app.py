@@ -19,7 +19,6 @@ from server.controllers.versions import mount_api_versions
 from server.keys import (
     CONFIG_KEY, DB_KEY, HONEYBADGER_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY,
 )
-from server.middlewares.auth import internal_auth
 from server.middlewares.cache import cache, cache_ctx
 from server.middlewares.errors import errors
 from server.middlewares.request_id import request_id
@@ -122,7 +121,7 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
     app = web.Application(
-        middlewares=[request_id, errors, internal_auth],
+        middlewares=[request_id, errors],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config

@@ -18,6 +18,7 @@ from saq.web.common import STATIC_PATH, render
 from server.config import Config
 from server.helpers.errors import NotFound, ServiceUnavailable
 from server.keys import CONFIG_KEY, REDIS_KEY
+from server.middlewares.auth import INTERNAL_PREFIX, internal_auth, under_prefix
 from server.workers.failures import recent_failures
 from server.workers.queues import build_queues
 
@@ -116,7 +117,14 @@ def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
 
 
 def mount_internal(app: web.Application, config: Config) -> None:
-    """Add the internal pages; SAQ's dashboard only when a password is set (it opens Redis clients)."""
-    app.add_routes(routes)
+    """Mount /internal as a sub-app behind Basic auth: the pages of `routes` (declared with their
+    full paths) and SAQ's dashboard, the latter only when a password is set (it opens Redis
+    clients). Auth lives on the sub-app so that no other request pays for it."""
+    internal = web.Application(middlewares=[internal_auth])
+    for route in routes:
+        assert isinstance(route, web.RouteDef) and under_prefix(route.path, INTERNAL_PREFIX), route
+        path = route.path[len(INTERNAL_PREFIX):] or "/"
+        internal.router.add_route(route.method, path, route.handler, **route.kwargs)
     if config.internal.password:
-        app.add_subapp(SAQ_PREFIX, saq_dashboard(config))
+        internal.add_subapp(SAQ_PREFIX[len(INTERNAL_PREFIX):], saq_dashboard(config))
+    app.add_subapp(INTERNAL_PREFIX, internal)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -37,7 +37,7 @@ def incoming_or_new(value: str | None) -> str:
     """The client's id when it is 1-128 chars of [A-Za-z0-9._-], else a fresh one."""
     if value is not None and _VALID_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as uuid4().hex, a quarter of the cost
 
 
 @web.middleware

@@ -236,6 +236,10 @@ def has_lone_surrogate(document: Any) -> bool:
     return False
 
 
+# Built once: json.loads with any keyword argument builds a new decoder on every call.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 async def read_json_body(request: web.Request) -> Any:
     """The parsed JSON body.
 
@@ -248,7 +252,7 @@ async def read_json_body(request: web.Request) -> Any:
     raw = await request.read()
     try:
         # Strict UTF-8 (RFC 8259): json.loads(bytes) would let encoded surrogates through.
-        document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        document = _JSON_DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     except RecursionError:

@@ -66,6 +66,7 @@ class Database:
         self._writer: aiosqlite.Connection | None = None
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
+        self._next_reader = 0
         self._write_lock = asyncio.Lock()
         # The task inside the current write unit, and how deep its savepoints go.
         self._owner: asyncio.Task[Any] | None = None
@@ -202,8 +203,14 @@ class Database:
         """Every row of a query, read on a reader (on the writer inside the caller's own transaction)."""
         if self._in_own_transaction():
             return await Transaction(self.writer).fetchall(sql, params)
-        async with self.reader() as conn:
-            return list(await conn.execute_fetchall(sql, params))
+        # One statement is one hop to a reader's thread, atomic there: the readers are shared
+        # round-robin rather than borrowed, so reads queue up on them instead of on a lock
+        # (borrowing capped the process at `read_connections` reads in flight).
+        readers = self._all_readers
+        if not readers:
+            raise RuntimeError("database is not open")
+        self._next_reader = (self._next_reader + 1) % len(readers)
+        return list(await readers[self._next_reader].execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
         """The first row (the statement's other rows are read too: add LIMIT 1 where many match)."""
