@@ -46,11 +46,13 @@ run: install
 	  exec $(VPY) -m server supervise
 
 # circusctl on the configured control endpoint (config.yaml, or CIRCUS_ENDPOINT).
-CIRCUSCTL = $(VENV)/bin/circusctl --endpoint "$$($(VPY) -c 'from server.config import load_config; print(load_config().circus.endpoint)')"
+CIRCUSCTL = E=$$($(VPY) -c 'from server.config import load_config; print(load_config().circus.endpoint)') && \
+  ctl() { $(VENV)/bin/circusctl --endpoint "$$E" "$$@"; } && ctl
 
-## Watchers of a running `make run` (from another terminal), then their processes.
+## Watchers of a running `make run` (from another terminal), then each one's pids.
 status: install
-	@$(CIRCUSCTL) --timeout 10 status && $(CIRCUSCTL) --timeout 10 list
+	@$(CIRCUSCTL) --timeout 10 status && \
+	  for w in $$(ctl --timeout 10 list | tr , ' '); do echo "$$w pids: $$(ctl --timeout 10 list $$w)"; done
 
 ## Stop a running `make run`: every watcher stops gracefully (Redis last), then circusd exits.
 stop: install
