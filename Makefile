@@ -56,11 +56,11 @@ status: install
 
 ## Stop a running `make run`: every watcher stops gracefully (Redis last), then circusd exits.
 stop: install
-	$(CIRCUSCTL) --timeout 90 quit --waiting
+	@$(CIRCUSCTL) --timeout 90 quit --waiting
 
 ## Zero-downtime restart of the web processes (new ones first; the old finish their requests).
 reload: install
-	$(CIRCUSCTL) --timeout 60 reload web --waiting
+	@$(CIRCUSCTL) --timeout 60 reload web --waiting
 
 ## Run the test suite (starts its own throwaway redis-server).
 test: install-test
