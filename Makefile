@@ -7,7 +7,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run test install install-test routes migrate seed clean bench
+.PHONY: run status stop reload test install install-test routes migrate seed clean bench
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,16 +37,30 @@ $(STAMP_BENCH): setup.cfg pyproject.toml | $(VPY)
 install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
 
-## Run the whole system in the foreground (Ctrl-C stops it).
+## Run the whole system under circus in the foreground: Redis, 2 web processes, the workers.
+## Ctrl-C (or `make stop` from another terminal) stops everything; logs are in var/log/.
 # The internal pages get a random password on first run, kept in var/internal_password.
 run: install
-	@mkdir -p var/redis var/log
 	@PWFILE=$$($(VPY) -m server internal-password) || exit 1; \
 	  export INTERNAL_PASSWORD="$${INTERNAL_PASSWORD:-$$(cat "$$PWFILE")}"; \
-	  REDIS=$$($(VPY) -m server redis-path) && \
-	  $$REDIS redis.conf > var/log/redis.log 2>&1 & RPID=$$!; \
-	  trap 'kill $$RPID 2>/dev/null; wait $$RPID 2>/dev/null' EXIT; \
-	  $(VPY) -m server serve
+	  exec $(VPY) -m server supervise
+
+# circusctl on the configured control endpoint (config.yaml, or CIRCUS_ENDPOINT).
+CIRCUSCTL = E=$$($(VPY) -c 'from server.config import load_config; print(load_config().circus.endpoint)') && \
+  ctl() { $(VENV)/bin/circusctl --endpoint "$$E" "$$@"; } && ctl
+
+## Watchers of a running `make run` (from another terminal), then each one's pids.
+status: install
+	@$(CIRCUSCTL) --timeout 10 status && \
+	  for w in $$(ctl --timeout 10 list | tr , ' '); do echo "$$w pids: $$(ctl --timeout 10 list $$w)"; done
+
+## Stop a running `make run`: every watcher stops gracefully (Redis last), then circusd exits.
+stop: install
+	@$(CIRCUSCTL) --timeout 90 quit --waiting
+
+## Zero-downtime restart of the web processes (new ones first; the old finish their requests).
+reload: install
+	@$(CIRCUSCTL) --timeout 60 reload web --waiting
 
 ## Run the test suite (starts its own throwaway redis-server).
 test: install-test

@@ -142,7 +142,7 @@ def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
         else f"{path}{' (new)' if created else ''}"
     )
     print(
-        f"internal pages (/internal/saq/, /internal/jobs/failed): user {config.internal.username!r}, "
+        f"internal pages (/internal/saq/, /internal/jobs/failed, /internal/status): user {config.internal.username!r}, "
         f"password in {where}",
         file=sys.stderr,
     )

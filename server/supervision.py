@@ -138,6 +138,7 @@ def redis_shim(
     and worker processes have exited) or `drain_seconds` pass, then asks Redis to stop (it
     flushes its append-only file on SIGTERM).
     """
+    data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [binary, str(conf), "--port", str(port), "--dir", str(data_dir)],
         preexec_fn=_die_with_parent,
@@ -153,11 +154,19 @@ def redis_shim(
     while not stopping.wait(0.5):
         if proc.poll() is not None:
             return proc.returncode
-    deadline = time.monotonic() + drain_seconds
+    started = time.monotonic()
+    deadline = started + drain_seconds
+    clients = None
     while time.monotonic() < deadline and proc.poll() is None:
-        if _other_clients(port) == 0:
+        clients = _other_clients(port)
+        if clients == 0:
             break
         time.sleep(0.2)
+    print(
+        f"redis-shim: stopping redis after {time.monotonic() - started:.1f} s "
+        f"({'its clients are gone' if clients == 0 else f'{clients} clients still connected'})",
+        file=sys.stderr, flush=True,
+    )
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(15)

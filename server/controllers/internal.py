@@ -1,4 +1,4 @@
-"""The internal pages (protected by middlewares.auth): SAQ's dashboard at /internal/saq/ and the failed jobs."""
+"""The internal pages (protected by middlewares.auth): SAQ's dashboard at /internal/saq/, the failed jobs, circus status."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from server.config import Config
 from server.helpers.errors import NotFound, ServiceUnavailable
 from server.keys import CONFIG_KEY, REDIS_KEY
 from server.middlewares.auth import INTERNAL_PREFIX, internal_auth, under_prefix
+from server.services.circus_status import CircusUnavailable, read_circus_status
 from server.workers.failures import recent_failures
 from server.workers.queues import build_queues
 
@@ -47,6 +48,32 @@ async def get_failed_jobs(request: web.Request) -> dict[str, Any]:
             if isinstance(at, (int, float)) else "?"
         )
     return {"entries": entries, "keep": config.queue.failed_keep}
+
+
+def _uptime_text(seconds: float) -> str:
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+@routes.get("/internal/status", name="circus-status")
+@aiohttp_jinja2.template("status.html")
+async def get_status(request: web.Request) -> dict[str, Any]:
+    """circusd's watchers and processes; a plain 200 page saying so when circusd does not answer
+    (the app runs without circus, e.g. `python -m server serve`)."""
+    circus = request.config_dict[CONFIG_KEY].circus
+    try:
+        watchers = await read_circus_status(circus.endpoint, circus.timeout)
+    except (CircusUnavailable, TimeoutError) as exc:
+        log.info("internal status: %s", exc)
+        return {"endpoint": circus.endpoint, "watchers": None, "uptime": _uptime_text}
+    return {"endpoint": circus.endpoint, "watchers": watchers, "uptime": _uptime_text}
 
 
 @web.middleware

@@ -1,0 +1,400 @@
+"""The whole system under circus (`python -m server supervise`), and the /internal/status page."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from fixtures_jobs import auth_header, clean_env, jobs_test_config, write_config
+from server.config import PROJECT_ROOT, Config
+from server.helpers.redis_server import find_redis_server, free_port
+from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.services.circus_status import read_circus_status
+from server.workers.enqueue import enqueue
+from server.workers.queues import build_queues
+
+WATCHERS = ("redis", "web", "worker", "worker-high", "worker-low")
+WEB_PIDS_IN_ACCESS_LOG = re.compile(r"^\S+ \S+ INFO (\d+) aiohttp\.access ", re.MULTILINE)
+
+
+# --- /internal/status without circus ------------------------------------------------------------
+
+
+async def test_status_page_needs_credentials(jobs_client):
+    resp = await jobs_client.get("/internal/status")
+    assert resp.status == 401
+    assert (await jobs_client.get("/internal/status", headers=auth_header(password="nope"))).status == 401
+
+
+async def test_status_page_says_when_the_app_is_not_under_circus(tmp_path, redis_url, aiohttp_client):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    config = jobs_test_config(tmp_path, redis_url, circus={"endpoint": endpoint, "timeout": 0.3})
+    from server.app import create_app
+
+    client = await aiohttp_client(create_app(config))
+    resp = await client.get("/internal/status", headers=auth_header())
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/html")
+    html = await resp.text()
+    assert "Not running under circus" in html
+    assert f"circusd is unreachable at\n<code>{endpoint}</code>" in html
+    assert 'class="pid"' not in html
+
+
+# --- the whole system under circus ----------------------------------------------------------------
+
+
+def free_port_pair() -> int:
+    """A port p with p + 1 free as well (circus's control and pubsub endpoints)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535:
+            with socket.socket() as a, socket.socket() as b:
+                try:
+                    a.bind(("127.0.0.1", port))
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        found.append(child)
+        found.extend(descendants(child))
+    return found
+
+
+class Supervisor:
+    """`python -m server --config <tmp> supervise` (which execs circusd) in a session of its own."""
+
+    def __init__(self, config: Config, config_path: Path, var_dir: Path) -> None:
+        self.config = config
+        self.endpoint = config.circus.endpoint
+        self.var_dir = var_dir
+        self.log_path = var_dir / "circusd.out"
+        env = clean_env()
+        env["VAR_DIR"] = str(var_dir)
+        var_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "server", "--config", str(config_path), "supervise"],
+                cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.seen: set[int] = set()
+
+    def log(self, name: str = "circusd") -> str:
+        path = self.log_path if name == "circusd" else self.var_dir / "log" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def call(self, command: str, timeout: float = 10.0, **properties: Any) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            from circus.client import CircusClient
+
+            client = CircusClient(endpoint=self.endpoint, timeout=timeout)
+            try:
+                return client.call({"command": command, "properties": properties})
+            finally:
+                client.stop()
+
+        return await asyncio.to_thread(run)
+
+    async def pids(self, watcher: str) -> list[int]:
+        pids = [int(p) for p in (await self.call("list", name=watcher))["pids"]]
+        self.seen.update(pids)
+        return pids
+
+    async def statuses(self) -> dict[str, str]:
+        return (await self.call("status"))["statuses"]
+
+    def all_pids(self) -> set[int]:
+        return self.seen | set(descendants(self.proc.pid))
+
+    def cleanup(self) -> None:
+        """However the test ended: no process of this run survives it."""
+        pids = self.all_pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pids |= set(descendants(self.proc.pid))
+                self.proc.kill()
+                self.proc.wait()
+        for pid in pids:
+            if alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture
+def circus_ports() -> dict[str, int]:
+    return {"server": free_port(), "redis": free_port(), "circus": free_port_pair()}
+
+
+@pytest.fixture
+def supervisor_factory(tmp_path) -> Iterator[Any]:
+    started: list[Supervisor] = []
+
+    def start(config: Config) -> Supervisor:
+        path = write_config(tmp_path / "circus-test.yaml", config)
+        sup = Supervisor(config, path, tmp_path / "var")
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        sup.cleanup()
+
+
+class Stream:
+    """Requests to `url` from a few concurrent clients, a new connection each, until stopped."""
+
+    def __init__(self, url: str, clients: int = 3) -> None:
+        self.url = url
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._client()) for _ in range(clients)]
+
+    async def _client(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=30)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            while not self._stop.is_set():
+                try:
+                    async with session.get(self.url) as resp:
+                        await resp.read()
+                        self.outcomes[str(resp.status)] += 1
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    self.outcomes[type(exc).__name__] += 1
+                await asyncio.sleep(0.005)
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
+
+    async def stop(self) -> collections.Counter[str]:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        return self.outcomes
+
+
+async def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> float:
+    """Poll an async predicate until true; the seconds it took. Generous deadlines only."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.mark.skipif(find_redis_server() is None, reason="needs a redis-server >= 6.2")
+async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_facts, supervisor_factory):
+    ports = circus_ports
+    config = jobs_test_config(
+        tmp_path,
+        f"redis://127.0.0.1:{ports['redis']}/0",
+        server={"host": "127.0.0.1", "port": ports["server"], "access_log": True, "shutdown_timeout": 20},
+        logging={"level": "INFO"},
+        cat_facts={"url": fake_cat_facts.url, "timeout": 10.0},
+        circus={"endpoint": f"tcp://127.0.0.1:{ports['circus']}", "timeout": 5.0},
+        queue={"job_timeout": 10, "sweep_interval": 1, "shutdown_grace": 3.0},
+    )
+    sup = supervisor_factory(config)
+    base = f"http://127.0.0.1:{ports['server']}"
+
+    async def everything_active() -> bool:
+        if sup.proc.poll() is not None:
+            raise AssertionError(f"supervise exited {sup.proc.returncode}:\n{sup.log()}")
+        try:
+            statuses = await sup.statuses()
+        except Exception:  # circusd not answering yet
+            return False
+        return all(statuses.get(name) == "active" for name in WATCHERS) and len(statuses) == len(WATCHERS)
+
+    await wait_until(everything_active, 90, "every watcher active")
+    assert await sup.statuses() == {name: "active" for name in WATCHERS}
+    assert len(await sup.pids("web")) == 2
+    assert len(await sup.pids("worker")) == 2
+    assert len(await sup.pids("worker-high")) == 1 and len(await sup.pids("worker-low")) == 1
+    [shim] = await sup.pids("redis")
+    sup.seen.update(children(shim))  # the redis-server itself
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def web_answers() -> bool:
+            try:
+                async with session.get(f"{base}/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(web_answers, 60, "web answering")
+
+        # The status page, from circusd: every watcher, every process with its numbers.
+        async with session.get(f"{base}/internal/status", headers=auth_header()) as resp:
+            assert resp.status == 200
+            html = await resp.text()
+        for name in WATCHERS:
+            assert f'data-watcher="{name}"' in html
+        for pid in await sup.pids("web") + await sup.pids("worker"):
+            assert f'<td class="pid">{pid}</td>' in html
+        assert "Not running under circus" not in html
+        assert re.search(r'<td class="rss">[\d.]+[KMG]', html), html
+        watchers = {w.name: w for w in await read_circus_status(config.circus.endpoint, 5.0)}
+        assert all(w.status == "active" for w in watchers.values())
+        assert len(watchers["web"].processes) == 2
+
+        # Both web processes serve (they accept on the one socket circus holds).
+        web_pids = set(await sup.pids("web"))
+
+        async def both_served() -> bool:
+            stream = Stream(f"{base}/healthz")
+            await asyncio.sleep(0.5)
+            outcomes = await stream.stop()
+            assert set(outcomes) == {"200"}, outcomes
+            served = {int(p) for p in WEB_PIDS_IN_ACCESS_LOG.findall(sup.log("web"))}
+            return web_pids <= served
+
+        await wait_until(both_served, 60, "requests served by both web processes")
+
+        # A SIGKILLed web process is replaced while the other keeps serving.
+        victim, survivor = sorted(web_pids)
+        os.kill(victim, signal.SIGKILL)
+        await wait_until(lambda: not alive(victim), 10, "victim gone", 0.01)
+        stream = Stream(f"{base}/healthz")
+
+        async def replaced() -> bool:
+            pids = await sup.pids("web")
+            return len(pids) == 2 and victim not in pids and survivor in pids
+
+        respawn = await wait_until(replaced, 30, "killed web process replaced")
+        await asyncio.sleep(0.3)
+        outcomes = await stream.stop()
+        assert set(outcomes) == {"200"} and outcomes["200"] > 0, outcomes
+        print(f"web respawn {respawn:.2f} s; {outcomes['200']} requests meanwhile, none failed")
+
+        # A SIGKILLed worker's running job is run again and completed by another worker.
+        queues = build_queues(config, worker=False)
+        try:
+            job = await enqueue({QUEUES_KEY: queues, CONFIG_KEY: config}, "slow_job", seconds=3, timeout=4)
+
+            async def job_status(*wanted: str) -> bool:
+                status, body = await get_json(session, f"{base}/api/v1/jobs/{job.key}")
+                assert status == 200, body
+                return body["status"] in wanted
+
+            await wait_until(lambda: job_status("active"), 30, "job active")
+            killed_workers = await sup.pids("worker")
+            for pid in killed_workers:  # the one running the job among them
+                os.kill(pid, signal.SIGKILL)
+            await wait_until(lambda: job_status("complete", "failed", "aborted"), 90, "job finished")
+            status, body = await get_json(session, f"{base}/api/v1/jobs/{job.key}")
+            assert body["status"] == "complete", body
+            assert body["attempts"] >= 2 and body["result"] == {"slept": 3}
+            new_workers = await sup.pids("worker")
+            assert len(new_workers) == 2 and not set(new_workers) & set(killed_workers)
+        finally:
+            await queues.disconnect()
+
+        # A reload of web under a stream of requests: none fails.
+        old = set(await sup.pids("web"))
+        stream = Stream(f"{base}/healthz")
+        await asyncio.sleep(0.5)
+        reload = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "circusctl"), "--endpoint", sup.endpoint, "--timeout", "60",
+            "reload", "web", "--waiting", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await reload.communicate()
+        assert reload.returncode == 0, out
+
+        async def reloaded() -> bool:
+            pids = set(await sup.pids("web"))
+            return len(pids) == 2 and not pids & old
+
+        await wait_until(reloaded, 60, "web reloaded")
+        await wait_until(lambda: not any(alive(p) for p in old), 60, "old web gone")
+        before_end = stream.total
+        await asyncio.sleep(0.5)
+        outcomes = await stream.stop()
+        assert set(outcomes) == {"200"}, outcomes
+        assert stream.total > before_end  # the new processes serve
+        print(f"reload under load: {outcomes['200']} requests, none failed")
+
+        # SIGTERM to circusd: an in-flight slow request completes first, Redis goes last, and
+        # no process is left.
+        fake_cat_facts.delay = 2.0
+        calls = fake_cat_facts.calls
+        slow = asyncio.create_task(get_json(session, f"{base}/api/v1/baz"))
+        await wait_until(lambda: fake_cat_facts.calls > calls, 30, "baz upstream call", 0.01)
+        for name in WATCHERS:
+            await sup.pids(name)
+        sup.seen.update(children(shim))
+        pids = sup.all_pids()
+        sup.proc.send_signal(signal.SIGTERM)
+        status, body = await asyncio.wait_for(slow, 30)
+        assert status == 200, body
+        assert body["fact"].startswith("Cat fact number") and "key" in body["job"]  # Redis was still there
+        code = await asyncio.to_thread(sup.proc.wait, 90)
+    assert code == 0, sup.log()
+    await wait_until(lambda: not any(alive(p) for p in pids), 30, "every process gone")
+
+    circus_log = sup.log()
+    stopped = re.findall(r"\[INFO\] (\S+) stopped", circus_log)
+    assert set(stopped[-len(WATCHERS):]) == set(WATCHERS), circus_log
+    # Redis went last: the shim stopped it once every web and worker connection was closed, and
+    # after the in-flight request had used it (its access log line, written once it answered).
+    redis_log = sup.log("redis")
+    assert "redis-shim: stopping redis" in redis_log and "its clients are gone" in redis_log, redis_log
+    [shutdown] = re.findall(r"(\d+ \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) \* User requested shutdown", redis_log)
+    [answered] = re.findall(
+        r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \d+ aiohttp\.access .*\"GET /api/v1/baz HTTP/1\.1\" 200",
+        sup.log("web"), re.MULTILINE,
+    )
+    redis_stopped_at = datetime.strptime(shutdown, "%d %b %Y %H:%M:%S.%f")
+    assert redis_stopped_at >= datetime.strptime(answered, "%Y-%m-%d %H:%M:%S,%f"), (shutdown, answered)
