@@ -58,4 +58,8 @@ async def record_database_stats(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 # Every job function a worker knows, by name (SAQ uses the function's __qualname__).
-TASKS = (slow_job, record_database_stats)
+async def noop(ctx: dict[str, Any]) -> None:
+    """Does nothing: a probe that a worker is dequeuing (and what the jobs benchmark runs)."""
+
+
+TASKS = (slow_job, record_database_stats, noop)
