@@ -55,12 +55,14 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         await db.close()
 
 
-def make_redis(config: Config) -> Redis:
-    """A client whose every command is bounded, so a hung Redis cannot hang a request."""
+def make_redis(config: Config, *, socket_timeout: float | None = None) -> Redis:
+    """The app's client. Connecting is bounded here; each use bounds its commands with
+    `asyncio.timeout(config.redis.socket_timeout)` (the cache, /readyz, the internal pages):
+    redis-py's socket_timeout would start a task per command (asyncio.wait_for on every write)."""
     cfg = config.redis
     return Redis.from_url(
         cfg.url,
-        socket_timeout=cfg.socket_timeout,
+        socket_timeout=socket_timeout,
         socket_connect_timeout=cfg.connect_timeout,
         health_check_interval=30,
     )

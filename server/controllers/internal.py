@@ -37,8 +37,9 @@ APP_JS_KEY = web.AppKey("saq_app_js", bytearray)
 async def get_failed_jobs(request: web.Request) -> dict[str, Any]:
     config = request.config_dict[CONFIG_KEY]
     try:
-        entries = await recent_failures(request.config_dict[REDIS_KEY], config.queue.failed_keep)
-    except RedisError as exc:
+        async with asyncio.timeout(config.redis.socket_timeout):
+            entries = await recent_failures(request.config_dict[REDIS_KEY], config.queue.failed_keep)
+    except (RedisError, TimeoutError) as exc:
         log.warning("failed jobs unavailable: %r", exc)
         raise ServiceUnavailable("Redis is unavailable; try again shortly.") from None
     for entry in entries:

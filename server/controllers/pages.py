@@ -10,7 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from server.controllers.versions import API_VERSIONS, describe_routes
-from server.keys import DB_KEY, REDIS_KEY
+from server.keys import CONFIG_KEY, DB_KEY, REDIS_KEY
 from server.openapi import describe
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ async def get_healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def _check(name: str, probe: Any) -> tuple[str, str]:
+async def _check(name: str, probe: Any, timeout: float = READY_CHECK_TIMEOUT) -> tuple[str, str]:
     try:
-        await asyncio.wait_for(probe, READY_CHECK_TIMEOUT)
+        await asyncio.wait_for(probe, timeout)
     except Exception as exc:  # any failure of a dependency means "not ready", named below
         log.warning("readiness check %s failed: %r", name, exc)
         return name, f"error: {type(exc).__name__}"
@@ -53,10 +53,12 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
     responses={200: "Every check is ok", 503: "A check failed; `failing` names it (not problem details)"},
 )
 async def get_readyz(request: web.Request) -> web.Response:
+    config = request.config_dict[CONFIG_KEY]
     results = dict(
         await asyncio.gather(
             _check("database", request.config_dict[DB_KEY].ping()),
-            _check("redis", request.config_dict[REDIS_KEY].ping()),
+            # The app's Redis client leaves command timeouts to its users: this one is ours.
+            _check("redis", request.config_dict[REDIS_KEY].ping(), config.redis.socket_timeout),
         )
     )
     failing = sorted(name for name, state in results.items() if state != "ok")

@@ -15,6 +15,8 @@ outlives an invalidation. The index drops expired members whenever an entry is s
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import logging
 import secrets
@@ -146,8 +148,12 @@ class Outage:
 class ResponseCache:
     """Reads and writes cached answers in Redis; the async methods may raise one of REDIS_ERRORS."""
 
-    def __init__(self, redis: Redis, config: CacheConfig) -> None:
+    def __init__(self, redis: Redis, config: CacheConfig, timeout: float) -> None:
         self.redis = redis
+        # Every round trip is bounded here with asyncio.timeout (a timer). redis-py's own
+        # socket_timeout would wrap each command's write in asyncio.wait_for, a new task per
+        # command, on the hot path of every cache hit.
+        self.timeout = timeout
         self.config = config
         self.prefix = config.prefix
         self.outage = Outage(config.retry_interval)
@@ -161,13 +167,14 @@ class ResponseCache:
         return f"{self.prefix}:{{{namespace}}}:e:{request_key}"
 
     async def get(self, entry_key: str) -> bytes | None:
-        return await self.redis.get(entry_key)  # type: ignore[no-any-return]
+        async with asyncio.timeout(self.timeout):
+            return await self.redis.get(entry_key)  # type: ignore[no-any-return]
 
     async def lock(self, namespace: str, request_key: str) -> tuple[str | None, str]:
         """(a token when this request now holds the key's lock, else None; the namespace's token)."""
         base = namespace_base(self.prefix, namespace)
         token = new_token()
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with asyncio.timeout(self.timeout), self.redis.pipeline(transaction=False) as pipe:
             pipe.set(f"{base}:lock:{request_key}", token, nx=True, px=self.lock_ms)
             pipe.get(f"{base}:gen")
             acquired, generation = await pipe.execute()
@@ -176,12 +183,14 @@ class ResponseCache:
     async def poll(self, namespace: str, request_key: str) -> tuple[bytes | None, bool]:
         """(the entry, whether its lock is held), in one round trip."""
         base = namespace_base(self.prefix, namespace)
-        raw, holder = await self.redis.mget(f"{base}:e:{request_key}", f"{base}:lock:{request_key}")
+        async with asyncio.timeout(self.timeout):
+            raw, holder = await self.redis.mget(f"{base}:e:{request_key}", f"{base}:lock:{request_key}")
         return raw, holder is not None
 
     async def unlock(self, namespace: str, request_key: str, token: str) -> None:
         lock_key = f"{namespace_base(self.prefix, namespace)}:lock:{request_key}"
-        await self._unlock(keys=[lock_key], args=[token])
+        async with asyncio.timeout(self.timeout):
+            await self._unlock(keys=[lock_key], args=[token])
 
     async def store(
         self, namespace: str, request_key: str, entry: Entry, generation: str, lock_token: str | None
@@ -191,14 +200,16 @@ class ResponseCache:
         base = namespace_base(self.prefix, namespace)
         now_ms = int(time.time() * 1000)
         ttl_ms = entry.ttl * 1000
-        stored = await self._store(
-            keys=[f"{base}:e:{request_key}", f"{base}:lock:{request_key}", f"{base}:index", f"{base}:gen"],
-            args=[entry.encode(), ttl_ms, now_ms + ttl_ms, now_ms, generation, lock_token or ""],
-        )
+        async with asyncio.timeout(self.timeout):
+            stored = await self._store(
+                keys=[f"{base}:e:{request_key}", f"{base}:lock:{request_key}", f"{base}:index", f"{base}:gen"],
+                args=[entry.encode(), ttl_ms, now_ms + ttl_ms, now_ms, generation, lock_token or ""],
+            )
         return bool(stored)
 
     async def invalidate(self, namespace: str) -> int:
-        return await invalidate(self.redis, self.prefix, namespace)
+        async with asyncio.timeout(self.timeout):
+            return await invalidate(self.redis, self.prefix, namespace)
 
     async def flush_pending(self) -> None:
         """Apply invalidations that failed while Redis was unreachable."""

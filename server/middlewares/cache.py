@@ -302,7 +302,8 @@ async def cache(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     """The response cache on the app's Redis client (after redis_ctx); it holds no resource."""
-    app[CACHE_KEY] = ResponseCache(app[REDIS_KEY], app[CONFIG_KEY].cache)
+    config = app[CONFIG_KEY]
+    app[CACHE_KEY] = ResponseCache(app[REDIS_KEY], config.cache, timeout=config.redis.socket_timeout)
     yield
 
 

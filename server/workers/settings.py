@@ -51,7 +51,9 @@ async def open_resources(config: Config) -> WorkerResources:
 
     db = make_database(config)
     await db.open()
-    return WorkerResources(db=db, redis=make_redis(config), http=make_http_session(config))
+    # Off the request path, every command bounded by redis-py itself is simplest.
+    redis = make_redis(config, socket_timeout=config.redis.socket_timeout)
+    return WorkerResources(db=db, redis=redis, http=make_http_session(config))
 
 
 async def close_resources(resources: WorkerResources) -> None:
