@@ -23,7 +23,6 @@ from server.config import Config
 log = logging.getLogger(__name__)
 
 # A worker's commands may block for dequeue_timeout; the socket timeout must leave room for that.
-WORKER_SOCKET_MARGIN = 5.0
 
 SweptCallback = Callable[["JobQueue", list[Job]], Awaitable[None]]
 
@@ -40,8 +39,13 @@ def make_queue_client(config: Config, *, worker: bool) -> Redis:
     for a few seconds; the web's gives up fast, so a request answers 503 instead of hanging.
     """
     cfg = config.redis
+    socket_timeout: float | None
     if worker:
-        socket_timeout = config.queue.dequeue_timeout + WORKER_SOCKET_MARGIN
+        # No per-command timeout: redis-py implements it as asyncio.wait_for, a task per command,
+        # and a worker sends several per job (measured: 0.82 of a raw SAQ worker with it). A hung
+        # Redis then holds a worker until it answers; shutdown still cancels it, and keepalive
+        # notices a dead peer.
+        socket_timeout = None
         retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=5)
     else:
         socket_timeout = cfg.socket_timeout
@@ -49,6 +53,7 @@ def make_queue_client(config: Config, *, worker: bool) -> Redis:
     return Redis.from_url(
         cfg.url,
         socket_timeout=socket_timeout,
+        socket_keepalive=True,
         socket_connect_timeout=cfg.connect_timeout,
         retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
