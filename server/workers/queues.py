@@ -22,8 +22,6 @@ from server.config import Config
 
 log = logging.getLogger(__name__)
 
-# A worker's commands may block for dequeue_timeout; the socket timeout must leave room for that.
-
 SweptCallback = Callable[["JobQueue", list[Job]], Awaitable[None]]
 
 
