@@ -51,7 +51,8 @@ class DatabaseConfig:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: str = "redis://127.0.0.1:6399/0"
-    # Bounds every command of the app's client so a hung Redis cannot hang a request.
+    # How long a request waits on Redis (cache, enqueue, /readyz) before it gives up on it, so a
+    # hung Redis cannot hang a request. Applied per use with asyncio.timeout on the app's client.
     socket_timeout: float = 1.0
     connect_timeout: float = 1.0
 
