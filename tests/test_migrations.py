@@ -287,3 +287,17 @@ def test_serve_without_auto_migrate_names_the_command_to_run(tmp_path):
     assert result.returncode == 1
     assert "pending: 0001_users" in result.stderr and "run `python -m server migrate`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_many_processes_opening_a_fresh_file_at_once_all_succeed(tmp_path):
+    # Switching a fresh file to WAL can answer "database is locked" without waiting (SQLite's
+    # deadlock avoidance): seen in 3 of 30 rounds of 8 raw connections before Database retried.
+    for round_ in range(10):
+        path = tmp_path / f"fresh-{round_}.db"
+        dbs = [Database(path, read_connections=1) for _ in range(8)]
+        results = await asyncio.gather(*(d.open() for d in dbs), return_exceptions=True)
+        try:
+            assert [r for r in results if r is not None] == []
+            assert await dbs[0].fetchval("PRAGMA journal_mode") == "wal"
+        finally:
+            await asyncio.gather(*(d.close() for d in dbs))

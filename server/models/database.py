@@ -81,13 +81,30 @@ class Database:
         try:
             conn.row_factory = aiosqlite.Row
             await conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            await conn.execute("PRAGMA journal_mode=WAL")
+            await self._enable_wal(conn)
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA foreign_keys=ON")
         except BaseException:
             await conn.close()
             raise
         return conn
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        """Switch to WAL, retrying while another connection holds the file.
+
+        On a fresh file opened by several processes at once (two web processes under circus),
+        SQLite may answer SQLITE_BUSY at once instead of calling the busy handler: a reader
+        upgrading its lock while another waits would deadlock. Only the first switch can collide.
+        """
+        deadline = asyncio.get_running_loop().time() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                await conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except aiosqlite.OperationalError as exc:
+                if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def open(self) -> None:
         """Open the writer and the readers; creates the file (and its folder) when missing."""
