@@ -173,12 +173,12 @@ class ResponseCache:
     async def lock(self, namespace: str, request_key: str) -> tuple[str | None, str]:
         """(a token when this request now holds the key's lock, else None; the namespace's token)."""
         base = namespace_base(self.prefix, namespace)
-        token = new_token()
+        mine = new_token()
         async with asyncio.timeout(self.timeout), self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(f"{base}:lock:{request_key}", token, nx=True, px=self.lock_ms)
+            pipe.set(f"{base}:lock:{request_key}", mine, nx=True, px=self.lock_ms)
             pipe.get(f"{base}:gen")
             acquired, generation = await pipe.execute()
-        return (token if acquired else None), (generation or b"").decode()
+        return (mine if acquired else None), (generation or b"").decode()
 
     async def poll(self, namespace: str, request_key: str) -> tuple[bytes | None, bool]:
         """(the entry, whether its lock is held), in one round trip."""

@@ -44,7 +44,7 @@ def incoming_or_new(value: str | None) -> str:
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = incoming_or_new(request.headers.get(REQUEST_ID_HEADER))
     request[REQUEST_ID_KEY] = rid
-    token = current_request_id.set(rid)
+    previous = current_request_id.set(rid)
     try:
         try:
             response = await handler(request)
@@ -56,4 +56,4 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
             response.headers[REQUEST_ID_HEADER] = rid
         return response
     finally:
-        current_request_id.reset(token)
+        current_request_id.reset(previous)
