@@ -1,4 +1,4 @@
-"""The SQLite database: one writer connection behind a lock, a small pool of readers."""
+"""The SQLite database: one writer connection behind a lock, reader connections shared round-robin."""
 
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ class Database:
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Borrow a read connection (WAL: readers never block the writer or each other)."""
+        """Borrow a read connection for several statements in a row (single reads use `fetchall`)."""
         conn = await self._readers.get()
         try:
             yield conn
