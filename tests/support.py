@@ -30,3 +30,24 @@ def make_test_config(*, database: Path, redis_url: str, **overrides: Any) -> Con
         "honeybadger": {"api_key": "", "environment": "test", "endpoint": "http://127.0.0.1:9"},
     }
     return build_config(deep_merge(raw, overrides))
+
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(resp, body, status):
+    """What a client of any error answer sees: RFC 9457 fields, its request id, no traceback."""
+    assert resp.status == status
+    assert resp.headers["Content-Type"].startswith(PROBLEM)
+    assert body["status"] == status
+    assert set(body) >= {"type", "title", "status", "detail", "request_id"}
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    assert "Traceback" not in str(body["detail"])
+
+
+async def problem(resp, status: int) -> dict:
+    """The problem-details body of `resp`, after checking it as `assert_problem` does."""
+    body = await resp.json(content_type=None)
+    assert resp.status == status, body
+    assert_problem(resp, body, status)
+    return body

@@ -8,17 +8,9 @@ import re
 from aiohttp import web
 
 from server.app import create_app
-from support import make_test_config
-
-PROBLEM = "application/problem+json"
+from support import assert_problem, make_test_config
 
 
-def assert_problem(resp, body, status):
-    assert resp.status == status
-    assert resp.headers["Content-Type"].startswith(PROBLEM)
-    assert body["status"] == status
-    assert set(body) >= {"type", "title", "status", "detail", "request_id"}
-    assert body["request_id"] == resp.headers["X-Request-ID"]
 
 
 async def test_create_app_opens_nothing(tmp_path):

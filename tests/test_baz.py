@@ -10,18 +10,10 @@ import pytest
 from server.app import create_app
 from server.helpers.errors import ServiceUnavailable
 from server.keys import SLOW_JOB_ENQUEUER_KEY
-from support import make_test_config
+from support import assert_problem, make_test_config
 
-PROBLEM = "application/problem+json"
 UPSTREAM_TIMEOUT = 1.0
 
-
-def assert_problem(resp, body, status):
-    assert resp.status == status
-    assert resp.headers["Content-Type"].startswith(PROBLEM)
-    assert body["status"] == status
-    assert set(body) >= {"type", "title", "status", "detail", "request_id"}
-    assert "Traceback" not in body["detail"]
 
 
 def baz_config(tmp_path, redis_url, cat_facts_url):

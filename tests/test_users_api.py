@@ -9,9 +9,9 @@ import pytest
 
 from server.app import create_app
 from server.controllers.versions import API_VERSIONS
+from support import PROBLEM, problem
 
 VERSIONS = [f"/api/v{v}" for v in sorted(API_VERSIONS)]
-PROBLEM = "application/problem+json"
 
 
 async def create(client, name: str, prefix: str = "/api/v1") -> dict:
@@ -19,13 +19,6 @@ async def create(client, name: str, prefix: str = "/api/v1") -> dict:
     assert resp.status == 201, await resp.text()
     return await resp.json()
 
-
-async def problem(resp, status: int) -> dict:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == PROBLEM
-    body = await resp.json()
-    assert body["status"] == status
-    return body
 
 
 # -- the happy path ------------------------------------------------------------------------------

@@ -10,18 +10,10 @@ import pytest
 from server.app import create_app
 from server.controllers.bar import POST_BAR_SCHEMA
 from server.middlewares.validation import CompiledSchema, body_schema, request_schemas
-from support import make_test_config
+from support import assert_problem, make_test_config
 
-PROBLEM = "application/problem+json"
 VALID_BAR = {"hello": "there", "world": [{"color": "red", "size": 1.5}, {"color": "blue"}]}
 
-
-def assert_problem(resp, body, status):
-    assert resp.status == status
-    assert resp.headers["Content-Type"].startswith(PROBLEM)
-    assert body["status"] == status
-    assert set(body) >= {"type", "title", "status", "detail", "request_id"}
-    assert body["request_id"] == resp.headers["X-Request-ID"]
 
 
 # --- POST /api/v*/bar: the contract's route, with its module-level hook ------------------------

@@ -32,7 +32,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
         return problem(request, exc.status, exc.reason, detail=detail, headers=headers)
-    except Exception as exc:  # CancelledError is a BaseException: a client disconnect is not caught
+    except ConnectionResetError:
+        # The client went away mid-request: nobody to answer, nothing to report; aiohttp logs it.
+        raise
+    except Exception as exc:  # CancelledError is a BaseException: a cancelled handler is not caught
         log.exception("unhandled error in %s %s", request.method, request.path)
         reporter = request.config_dict.get(REPORTER_KEY)
         if reporter is not None:

@@ -17,7 +17,25 @@ log = logging.getLogger(__name__)
 Params = Sequence[Any] | dict[str, Any]
 
 
-class Transaction:
+class _Reads:
+    """fetchone/fetchval on top of a class's fetchall (shared by Transaction and Database)."""
+
+    __slots__ = ()
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
+        """The first row (the statement's other rows are read too: add LIMIT 1 where many match)."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, params: Params = ()) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else row[0]
+
+
+class Transaction(_Reads):
     """Statements run inside one `BEGIN IMMEDIATE ... COMMIT` (or a savepoint) on the writer connection."""
 
     __slots__ = ("_conn",)
@@ -36,17 +54,8 @@ class Transaction:
         # execute_fetchall is one hop to the connection's thread; execute + fetch + close are three.
         return list(await self._conn.execute_fetchall(sql, params))
 
-    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
-        """The first row (the statement's other rows are read too: add LIMIT 1 where many match)."""
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
 
-    async def fetchval(self, sql: str, params: Params = ()) -> Any:
-        row = await self.fetchone(sql, params)
-        return None if row is None else row[0]
-
-
-class Database:
+class Database(_Reads):
     """Owns the connections. Writes are serialised; reads run on separate connections.
 
     A single shared connection would let one request's rollback swallow another's writes, and
@@ -228,15 +237,6 @@ class Database:
             raise RuntimeError("database is not open")
         self._next_reader = (self._next_reader + 1) % len(readers)
         return list(await readers[self._next_reader].execute_fetchall(sql, params))
-
-    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
-        """The first row (the statement's other rows are read too: add LIMIT 1 where many match)."""
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, params: Params = ()) -> Any:
-        row = await self.fetchone(sql, params)
-        return None if row is None else row[0]
 
     async def ping(self) -> None:
         """Raise unless a read round trip works."""
