@@ -7,7 +7,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run status stop reload test install install-test routes migrate seed clean bench
+.PHONY: run status stop reload test install install-test routes migrate seed clean bench token
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -91,3 +91,8 @@ seed: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis bench/results/tmp
+
+## API tokens, e.g. make token ARGS="create --name ci --scope users:write --expires 30d",
+## make token ARGS=list, make token ARGS="revoke 3".
+token: install
+	@$(VPY) -m server token $(ARGS)

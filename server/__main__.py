@@ -1,4 +1,4 @@
-"""Command line: `python -m server serve|worker|routes|redis-path|internal-password` (the only code that reads argv)."""
+"""Command line: `python -m server serve|worker|token|routes|redis-path|internal-password` (the only code that reads argv)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,12 @@ def cmd_seed(config: Config, args: argparse.Namespace) -> int:
     from server.seed import seed_command
 
     return asyncio.run(seed_command(config.database))
+
+
+def cmd_token(config: Config, args: argparse.Namespace) -> int:
+    from server.auth.commands import token_command
+
+    return asyncio.run(token_command(config, args.action, vars(args)))
 
 
 def cmd_routes(config: Config, args: argparse.Namespace) -> int:
@@ -167,6 +173,7 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "seed": cmd_seed,
     "worker": cmd_worker,
+    "token": cmd_token,
     "routes": cmd_routes,
     "redis-path": cmd_redis_path,
     "internal-password": cmd_internal_password,
@@ -189,6 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)"
     )
+    token = sub.add_parser("token", help="API tokens: create (shown once), list, revoke")
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create", help="make a token; its secret is printed alone on the last line, and only this once"
+    )
+    create.add_argument("--name", required=True, help="what the token is for (1-128 characters)")
+    create.add_argument(
+        "--scope", action="append", metavar="SCOPE", help="a scope it grants, e.g. users:write (repeatable)"
+    )
+    create.add_argument("--expires", metavar="DURATION", help="lifetime, e.g. 30d, 12h, 2w (default: never)")
+    actions.add_parser("list", help="every token, one a line, its id first (never the secret)")
+    revoke = actions.add_parser("revoke", help="revoke a token: running servers refuse it at once")
+    revoke.add_argument("id", type=int, help="the token's id (see token list)")
     sub.add_parser("routes", help="print the route table of every API version")
     password = sub.add_parser(
         "internal-password",

@@ -12,15 +12,21 @@ import jinja2
 from aiohttp import web
 from redis.asyncio import Redis
 
+from server.auth.grants import RevocationListener, TokenGrants
+from server.auth.rate_limiter import RateLimiter
 from server.config import Config
 from server.controllers import baz, docs, pages
 from server.controllers.internal import mount_internal
 from server.controllers.versions import mount_api_versions
 from server.keys import (
-    CONFIG_KEY, DB_KEY, HONEYBADGER_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY,
+    CONFIG_KEY, DB_KEY, GRANTS_KEY, HONEYBADGER_KEY, HTTP_KEY, QUEUES_KEY, RATE_LIMITER_KEY, REDIS_KEY,
+    REVOCATIONS_KEY, SLOW_JOB_ENQUEUER_KEY,
 )
+from server.middlewares.api_auth import api_auth
 from server.middlewares.cache import cache, cache_ctx
+from server.middlewares.cors import cors
 from server.middlewares.errors import errors
+from server.middlewares.rate_limit import add_rate_limit_headers, rate_limiting
 from server.middlewares.request_id import request_id
 from server.middlewares.validation import validation
 from server.models.database import Database
@@ -92,6 +98,25 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
+async def access_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The token cache (and its revocation listener) and the rate limiter of this process."""
+    config = app[CONFIG_KEY]
+    grants = TokenGrants(app[DB_KEY], config.auth)
+    app[GRANTS_KEY] = grants
+    app[RATE_LIMITER_KEY] = RateLimiter(
+        app[REDIS_KEY], prefix=config.rate_limit.prefix, timeout=config.redis.socket_timeout,
+        retry_interval=config.rate_limit.retry_interval,
+    )
+    listener = RevocationListener(app[REDIS_KEY], grants.forget)
+    app[REVOCATIONS_KEY] = listener
+    listener.start()
+    try:
+        yield
+    finally:
+        await listener.stop()
+        await grants.close()  # last-used times still pending, while the database is open
+
+
 async def queues_ctx(app: web.Application) -> AsyncIterator[None]:
     # Clients of their own, bounded like the app's: an enqueue with Redis down answers 503 fast.
     queues = build_queues(app[CONFIG_KEY], worker=False)
@@ -122,8 +147,9 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
+    cross_origin = cors(config.cors)  # None unless cors.allow_origins names some
     app = web.Application(
-        middlewares=[request_id, errors],
+        middlewares=[request_id, *([cross_origin] if cross_origin else []), errors],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
@@ -136,12 +162,20 @@ def create_app(config: Config) -> web.Application:
     )
     # The error reporter opens first and closes last: failures while the others close (an
     # embedded worker's last jobs) are still reported.
-    app.cleanup_ctx.extend([honeybadger_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx, queues_ctx])
+    app.cleanup_ctx.extend(
+        [honeybadger_ctx, database_ctx, redis_ctx, cache_ctx, access_ctx, http_ctx, queues_ctx]
+    )
     if config.queue.embedded_worker:
         app.cleanup_ctx.append(embedded_worker_ctx)  # last: stops first, while the resources are open
     app.add_routes(pages.routes)
     docs.setup_docs(app)
     mount_internal(app, config)
-    # cache before validation: a hit skips validating the request it answers (see cache.py).
-    mount_api_versions(app, middlewares=[cache, validation])
+    # Rate limit first (it also counts requests that fail authentication), then tokens and scopes,
+    # so a cached answer only ever reaches a client allowed to see it; cache before validation:
+    # a hit skips validating the request it answers (see cache.py).
+    api_middlewares = [api_auth(config.auth), cache, validation]
+    if config.rate_limit.enabled:
+        api_middlewares.insert(0, rate_limiting(config.rate_limit))
+        app.on_response_prepare.append(add_rate_limit_headers)
+    mount_api_versions(app, middlewares=api_middlewares)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -130,6 +131,56 @@ class CircusConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # True: the API's reads (GET, HEAD) are public and its writes need a token; False: every API
+    # route needs one. Routes stamped @requires(scope) always need a token holding that scope.
+    public_reads: bool = True
+    # How long a process trusts what it read about a token before asking the database again. A
+    # revocation reaches every process at once through Redis pub/sub; this bounds how late it can
+    # be when that message is lost (Redis down while revoking).
+    cache_ttl: float = 30.0
+    # Tokens (and unknown token hashes) one process remembers.
+    cache_size: int = 10000
+    # A token's last_used_at is written at most this often (seconds), off the request path.
+    last_used_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    enabled: bool = True
+    # Every API route without its own @rate_limit stamp, per client: "<count>/<period>" where the
+    # period is s, m, h or d, optionally with a number ("300/5m"); "" for no default limit.
+    default: str = "100/s"
+    # Requests a client may send at once before the rate applies (the bucket's size).
+    default_burst: int = 200
+    # Addresses (or networks, "10.0.0.0/8") of reverse proxies whose X-Forwarded-For is believed:
+    # a request from one of them is counted against the first address in that header, from the
+    # right, that is not itself a trusted proxy. Empty: the peer address is the client.
+    trusted_proxies: tuple[str, ...] = ()
+    # Every rate-limit key in Redis starts with "<prefix>:".
+    prefix: str = "ratelimit"
+    # After a Redis error, requests pass unlimited without trying Redis for this long (seconds).
+    retry_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    # Origins allowed to call the API from a browser ("https://app.example.com"), or "*" for any.
+    # Empty (the default): no CORS headers at all, so browsers keep other sites out.
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    # Answer headers a page of an allowed origin may read besides the CORS-safelisted ones.
+    expose_headers: tuple[str, ...] = (
+        "X-Request-ID", "Location", "Retry-After", "RateLimit", "RateLimit-Policy",
+    )
+    # Let pages send cookies or HTTP credentials along; never together with "*".
+    allow_credentials: bool = False
+    # Seconds a browser may cache a preflight answer (0: the header is not sent).
+    max_age: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -141,6 +192,9 @@ class Config:
     honeybadger: HoneybadgerConfig = field(default_factory=HoneybadgerConfig)
     internal: InternalConfig = field(default_factory=InternalConfig)
     circus: CircusConfig = field(default_factory=CircusConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (tuples as lists), the shape `build_config` takes."""
@@ -164,7 +218,13 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "INTERNAL_USERNAME": ("internal", "username"),
     "INTERNAL_PASSWORD": ("internal", "password"),
     "CIRCUS_ENDPOINT": ("circus", "endpoint"),
+    "AUTH_PUBLIC_READS": ("auth", "public_reads"),
+    "RATE_LIMIT_ENABLED": ("rate_limit", "enabled"),
+    "RATE_LIMIT_DEFAULT": ("rate_limit", "default"),
 }
+
+# "<count>/<period>": 20/s, 1000/h, 300/5m (the stamps and rate_limit.default share it).
+RATE_PATTERN = r"^$|^[1-9][0-9]{0,8}/([1-9][0-9]{0,5})?[smhd]$"
 
 _SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}  # type: ignore[misc]
 
@@ -240,7 +300,37 @@ def _config_schema() -> dict[str, Any]:
     hb["flush_timeout"]["minimum"] = 0
     props["internal"]["properties"]["username"]["minLength"] = 1
     props["circus"]["properties"]["endpoint"]["pattern"] = r"^(tcp|ipc)://"
+    auth = props["auth"]["properties"]
+    auth["cache_ttl"]["minimum"] = 0
+    auth["cache_size"]["minimum"] = 1
+    auth["last_used_interval"]["minimum"] = 0
+    limits = props["rate_limit"]["properties"]
+    limits["default"]["pattern"] = RATE_PATTERN
+    limits["default_burst"]["minimum"] = 1
+    limits["trusted_proxies"]["items"]["minLength"] = 1
+    limits["prefix"]["pattern"] = r"^[A-Za-z0-9_.:-]+$"
+    limits["retry_interval"]["minimum"] = 0
+    cors = props["cors"]["properties"]
+    cors["allow_origins"]["items"]["pattern"] = r"^(\*|https?://[^/\s]+)$"
+    cors["allow_methods"]["items"]["pattern"] = r"^[A-Z]+$"
+    for name in ("allow_headers", "expose_headers"):
+        cors[name]["items"]["pattern"] = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+    cors["max_age"]["minimum"] = 0
     return schema
+
+
+
+def _semantic_error(raw: Mapping[str, Any]) -> str | None:
+    """What the schema cannot say: settings that only fail together, or values it cannot parse."""
+    cors = raw.get("cors") or {}
+    if cors.get("allow_credentials") and "*" in (cors.get("allow_origins") or ()):
+        return "cors.allow_credentials: cannot be true while cors.allow_origins has '*' (name the origins)"
+    for index, proxy in enumerate((raw.get("rate_limit") or {}).get("trusted_proxies") or ()):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            return f"rate_limit.trusted_proxies.{index}: {proxy!r} is not an IP address or network"
+    return None
 
 
 CONFIG_SCHEMA: dict[str, Any] = _config_schema()
@@ -301,6 +391,9 @@ def build_config(raw: Mapping[str, Any] | None, *, base_dir: Path | None = None)
     errors = sorted(CONFIG_VALIDATOR.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError(_error_line(errors[0]))
+    problem = _semantic_error(raw)
+    if problem is not None:
+        raise ConfigError(problem)
     hints = typing.get_type_hints(Config)
     sections: dict[str, Any] = {}
     for name, cls in hints.items():

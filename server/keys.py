@@ -9,6 +9,8 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from server.auth.grants import RevocationListener, TokenGrants
+from server.auth.rate_limiter import RateLimiter
 from server.config import Config
 from server.helpers.response_cache import ResponseCache
 from server.models.database import Database
@@ -43,5 +45,15 @@ REQUEST_ID_KEY = web.RequestKey("request_id", str)
 BODY_KEY = web.RequestKey("body", object)
 QUERY_KEY = web.RequestKey("query", dict)
 PATH_KEY = web.RequestKey("path", dict)
+# API access: the token cache and the rate limiter of this process (set up after DB_KEY, REDIS_KEY).
+GRANTS_KEY = web.AppKey("token_grants", TokenGrants)
+RATE_LIMITER_KEY = web.AppKey("rate_limiter", RateLimiter)
+REVOCATIONS_KEY = web.AppKey("token_revocations", RevocationListener)
+# Who sent the request: the grant of its valid token, or None (anonymous). Set once per request
+# by server.middlewares.api_auth.identify.
+IDENTITY_KEY = web.RequestKey("identity", object)
+# The RateLimit / RateLimit-Policy headers the rate-limit middleware computed for this answer.
+RATE_LIMIT_HEADERS_KEY = web.RequestKey("rate_limit_headers", dict)
+
 # The OpenAPI document, built on the first request that needs it (the routes are final by then).
 OPENAPI_KEY = web.AppKey("openapi", dict)

@@ -16,6 +16,7 @@ from support import make_test_config
 # Fixture modules of their own per area, to keep this file small and merges easy.
 pytest_plugins = [
     "fixtures_validation", "fixtures_honeybadger", "fixtures_data", "fixtures_cat_facts", "fixtures_jobs",
+    "fixtures_auth",
 ]
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from server.app import create_app
 from server.config import ENV_OVERRIDES, Config, PROJECT_ROOT
+from server.middlewares.api_auth import job_owner
 from server.workers.enqueue import enqueue
 from server.workers.runner import WorkerGroup
 from server.workers.settings import close_resources, open_resources
@@ -72,10 +73,11 @@ TEST_TASKS = (*TASKS, flaky, always_fails)
 
 
 async def post_enqueue(request: web.Request) -> web.Response:
-    """A handler that enqueues what the body says, as baz does for slow_job."""
+    """A handler that enqueues what the body says, as baz does for slow_job (owned by its client)."""
     body = await request.json()
     job = await enqueue(
-        request.config_dict, body["function"], priority=body.get("priority", "default"), **body.get("kwargs", {})
+        request.config_dict, body["function"], priority=body.get("priority", "default"),
+        owner=job_owner(request), **body.get("kwargs", {}),
     )
     return web.json_response({"key": job.key}, status=202)
 

@@ -19,7 +19,8 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 def make_test_config(*, database: Path, redis_url: str, **overrides: Any) -> Config:
-    """A Config for one test: its own SQLite file, the throwaway Redis, no embedded worker."""
+    """A Config for one test: its own SQLite file, the throwaway Redis, no embedded worker, no
+    rate limits (tests of them turn them on)."""
     raw: dict[str, Any] = {
         "server": {"access_log": False},
         "logging": {"level": "DEBUG"},
@@ -28,6 +29,7 @@ def make_test_config(*, database: Path, redis_url: str, **overrides: Any) -> Con
         "queue": {"embedded_worker": False},
         "cat_facts": {"url": "http://127.0.0.1:9/fact", "timeout": 2.0},
         "honeybadger": {"api_key": "", "environment": "test", "endpoint": "http://127.0.0.1:9"},
+        "rate_limit": {"enabled": False},
     }
     return build_config(deep_merge(raw, overrides))
 

@@ -10,10 +10,13 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.app import create_app
 from server.controllers.versions import describe_routes
 from server.middlewares.validation import request_schemas
+from server.models.api_token import TOKEN_PREFIX, generate_token
 from server.openapi import route_operations
 from schema_strategies import documents, json_values, valid_documents
+from support import make_test_config
 
 FUZZED_METHODS = {"POST", "PATCH", "PUT"}
 EXAMPLES_PER_ROUTE = 300
@@ -75,7 +78,8 @@ def collect(strategy, count: int) -> list:
     return examples
 
 
-async def test_no_generated_body_gets_a_5xx(client):
+async def test_no_generated_body_gets_a_5xx(writer_client):
+    client = writer_client  # a users:write token: the bodies reach every route's validation and handler
     operations = list(fuzzed_operations(client.server.app))
     assert {("POST", "/api/v1/bar"), ("POST", "/api/v2/bar")} <= {(m, p) for m, p, _ in operations}
     for method, path, handler in operations:
@@ -90,3 +94,57 @@ async def test_no_generated_body_gets_a_5xx(client):
         # The generators reach past the parser and the schema, into the handler.
         assert len(examples) >= EXAMPLES_PER_ROUTE
         assert statuses.keys() & {200, 201, 204} or "body" not in request_schemas(handler), (method, path, statuses)
+
+
+# -- random Authorization headers ----------------------------------------------------------------
+
+AUTH_EXAMPLES = 150
+_ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Field values the HTTP parser lets through: visible ASCII, spaces, tabs and obs-text.
+_FIELD_TEXT = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"), max_size=120
+)
+
+
+def authorization_values():
+    """Anything, bearer-ish words, our prefix with wrong bodies, and well-formed tokens nobody made."""
+    schemes = st.sampled_from(["Bearer", "bearer", "BEARER", "Bearer ", "Basic", "Token", "Digest", ""])
+    return st.one_of(
+        _FIELD_TEXT,
+        st.tuples(schemes, _FIELD_TEXT).map(" ".join),
+        st.text(alphabet=_ALNUM, max_size=70).map(lambda body: f"Bearer {TOKEN_PREFIX}{body}"),
+        st.builds(generate_token).map(lambda token: f"Bearer {token}"),
+        st.builds(generate_token).map(lambda token: f"Bearer {token[:-1]}{'A' if token[-1] != 'A' else 'B'}"),
+        st.builds(generate_token).map(lambda token: f"Basic {token}"),
+    )
+
+
+def api_operations(app):
+    """(method, concrete path) of every operation under /api, path parameters filled in."""
+    for route in describe_routes(app):
+        if route.version is None:
+            continue
+        for method, _ in route_operations(route):
+            yield method, re.sub(r"\{[^}]+\}", "1", route.path)
+
+
+async def test_random_authorization_headers_get_401_never_5xx(redis_url, aiohttp_client, tmp_path):
+    # Rate limiting on (and never reached), so both middlewares that read the header see them.
+    limits = {"enabled": True, "default": "1000000/s", "default_burst": 1000000}
+    config = make_test_config(database=tmp_path / "fuzz.db", redis_url=redis_url, rate_limit=limits)
+    client = await aiohttp_client(create_app(config))
+    operations = sorted(set(api_operations(client.server.app)))
+    assert ("POST", "/api/v1/users") in operations and ("GET", "/api/v1/foo") in operations
+    values = collect(authorization_values(), AUTH_EXAMPLES)
+    statuses: Counter[int] = Counter()
+    for index, value in enumerate(values):
+        method, path = operations[index % len(operations)]
+        for target_method, target_path in ((method, path), ("GET", "/api/v1/foo")):
+            resp = await client.request(
+                target_method, target_path, headers={"Authorization": value}, json={"name": "x"}
+            )
+            body = await resp.text()
+            assert resp.status == 401, (target_method, target_path, value, resp.status, body[:300])
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer"), value
+            statuses[resp.status] += 1
+    assert statuses == {401: 2 * len(values)}

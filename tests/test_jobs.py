@@ -6,12 +6,14 @@ import json
 import time
 from datetime import datetime
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
+from fixtures_auth import bearer
 from fixtures_jobs import (
     app_with_enqueue_route,
     auth_header,
@@ -46,7 +48,7 @@ async def test_slow_job_completes_and_is_readable_through_the_api(jobs_client, w
     # Every API version serves the job, and the job carries the request that asked for it.
     assert (await (await jobs_client.get(f"/api/v2/jobs/{key}")).json()) == body
     job = await jobs_client.server.app[QUEUES_KEY]["default"].job(key)
-    assert job.meta == {"request_id": "req-slow-1"}
+    assert job.meta == {"request_id": "req-slow-1", "owner": "anonymous"}
 
 
 async def test_job_defaults_are_finite_and_retried(jobs_client, jobs_config):
@@ -120,12 +122,17 @@ async def test_a_scheduled_job_runs_on_time(jobs_client, workers):
     assert parse_time(body["started"]) >= at
 
 
-async def test_the_cron_task_fires_and_touches_the_database(tmp_path, redis_url, aiohttp_client):
+async def test_the_cron_task_fires_and_touches_the_database(tmp_path, redis_url, aiohttp_client, make_token):
     config = jobs_test_config(tmp_path, redis_url, queue={"stats_cron": "* * * * * */1"})  # every second
-    client = await aiohttp_client(app_with_enqueue_route(config))
+    # The cron job's key is known to all: its result is only for a token with jobs:read.
+    token = await make_token(("jobs:read",), config=config)
+    client = await aiohttp_client(app_with_enqueue_route(config), headers=bearer(token))
     async with running_workers(config, names=["low"]):
         body = await wait_for_job(client, "cron:record_database_stats", {"complete"})
     assert body["function"] == "record_database_stats"
+    async with aiohttp.ClientSession() as anonymous:
+        resp = await anonymous.get(client.make_url("/api/v1/jobs/cron:record_database_stats"))
+        assert resp.status == 404
     assert body["result"]["size_bytes"] > 0
     redis = aioredis.from_url(redis_url)
     try:

@@ -9,9 +9,17 @@ import pytest
 
 from server.app import create_app
 from server.controllers.versions import API_VERSIONS
+from fixtures_auth import bearer
 from support import PROBLEM, problem
 
 VERSIONS = [f"/api/v{v}" for v in sorted(API_VERSIONS)]
+
+
+@pytest.fixture
+def client(writer_client):
+    """Every test here writes users: its client sends a users:write token (tests/test_auth.py
+    covers the answers without one)."""
+    return writer_client
 
 
 async def create(client, name: str, prefix: str = "/api/v1") -> dict:
@@ -288,10 +296,10 @@ async def test_injection_looking_ids_are_404(client):
 # -- concurrency ---------------------------------------------------------------------------------
 
 
-async def test_200_concurrent_creates_across_two_apps_on_one_file(config, aiohttp_client, caplog):
+async def test_200_concurrent_creates_across_two_apps_on_one_file(config, aiohttp_client, caplog, writer_token):
     # Two apps on one file: like two web processes, each with its own writer connection.
-    first = await aiohttp_client(create_app(config))
-    second = await aiohttp_client(create_app(config))
+    first = await aiohttp_client(create_app(config), headers=bearer(writer_token))
+    second = await aiohttp_client(create_app(config), headers=bearer(writer_token))
     caplog.set_level(logging.WARNING)
     names = [f"user-{i:03d}" for i in range(200)]
     responses = await asyncio.gather(
@@ -311,9 +319,9 @@ async def test_200_concurrent_creates_across_two_apps_on_one_file(config, aiohtt
     assert "database is locked" not in caplog.text
 
 
-async def test_200_concurrent_updates_of_one_row(config, aiohttp_client, caplog):
-    first = await aiohttp_client(create_app(config))
-    second = await aiohttp_client(create_app(config))
+async def test_200_concurrent_updates_of_one_row(config, aiohttp_client, caplog, writer_token):
+    first = await aiohttp_client(create_app(config), headers=bearer(writer_token))
+    second = await aiohttp_client(create_app(config), headers=bearer(writer_token))
     caplog.set_level(logging.WARNING)
     user = await create(first, "start")
     others = [await create(first, f"bystander-{i}") for i in range(3)]

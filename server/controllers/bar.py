@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.auth.stamps import read_only
 from server.helpers.errors import ValidationFailed
 from server.keys import BODY_KEY
 from server.middlewares.validation import body_schema
@@ -67,6 +68,7 @@ def summarize_bar(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @routes.post("/bar", name="bar")
+@read_only  # computes its answer from the body and stores nothing: public like a read
 @body_schema(POST_BAR_SCHEMA)
 @describe(
     summary="Count the items of a world and list their colors",

@@ -6,8 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from server.auth.stamps import rate_limit
 from server.controllers.versions_base import api_version
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
+from server.middlewares.api_auth import job_owner
 from server.middlewares.cache import cached
 from server.services.cat_facts import fetch_cat_fact
 from server.workers.enqueue import enqueue
@@ -21,8 +23,8 @@ SLOW_JOB_SECONDS = 2.0
 
 async def queue_slow_job(request: web.Request) -> str:
     """The production enqueuer (create_app sets it): `slow_job` on the default queue, carrying
-    the request id; raises ServiceUnavailable when Redis is down."""
-    job = await enqueue(request.config_dict, "slow_job", seconds=SLOW_JOB_SECONDS)
+    the request id and owned by the request's client; raises ServiceUnavailable when Redis is down."""
+    job = await enqueue(request.config_dict, "slow_job", owner=job_owner(request), seconds=SLOW_JOB_SECONDS)
     return job.key
 
 
@@ -43,6 +45,8 @@ async def enqueue_slow_job(request: web.Request) -> dict[str, str] | None:
 
 
 @routes.get("/baz", name="baz")
+# A miss calls the upstream and starts a job: a tighter allowance than the API's default.
+@rate_limit("10/s", burst=20)
 @cached(namespace=BAZ_NAMESPACE)
 async def get_baz(request: web.Request) -> web.Response:
     fact = await fetch_cat_fact(request.config_dict[HTTP_KEY], request.config_dict[CONFIG_KEY].cat_facts)

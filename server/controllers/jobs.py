@@ -7,13 +7,14 @@ from saq.job import Job
 
 from server.helpers.errors import NotFound
 from server.keys import PATH_KEY
+from server.middlewares.api_auth import may_read_job
 from server.middlewares.validation import path_schema
 from server.workers.enqueue import find_job
 from server.workers.queues import describe_job
 
 routes = web.RouteTableDef()
 
-# SAQ's keys are uuid1 strings; callers may choose their own (cron jobs use "cron:<function>").
+# Our keys are random (server.workers.enqueue.new_job_key); SAQ's cron jobs use "cron:<function>".
 JOB_PATH_SCHEMA = {
     "type": "object",
     "required": ["key"],
@@ -41,6 +42,7 @@ def job_link(request: web.Request, job: Job) -> dict[str, str]:
 async def get_job(request: web.Request) -> web.Response:
     key = request[PATH_KEY]["key"]
     job = await find_job(request.config_dict, key)
-    if job is None:
+    # Another client's job answers exactly like an unknown key, so keys cannot be probed.
+    if job is None or not may_read_job(request, (job.meta or {}).get("owner")):
         raise NotFound(f"no job with key {key!r} (unknown, or finished long enough ago to be forgotten)")
     return web.json_response(describe_job(job))

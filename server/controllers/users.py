@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from server.auth.stamps import requires
 from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
 from server.middlewares.cache import cached, invalidate_namespace
 from server.middlewares.validation import body_schema, path_schema, query_schema
@@ -73,6 +74,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 @routes.post("/users", name="user-create")
+@requires("users:write")
 @body_schema(CREATE_USER_SCHEMA)
 async def create_user(request: web.Request) -> web.Response:
     body = cast(dict[str, Any], request[BODY_KEY])
@@ -91,6 +93,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 @routes.patch(USER_PATH, name="user-update")
+@requires("users:write")
 @path_schema(USER_PATH_SCHEMA)
 @body_schema(UPDATE_USER_SCHEMA)
 async def update_user(request: web.Request) -> web.Response:
@@ -101,6 +104,7 @@ async def update_user(request: web.Request) -> web.Response:
 
 
 @routes.delete(USER_PATH, name="user-delete")
+@requires("users:write")
 @path_schema(USER_PATH_SCHEMA)
 async def delete_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])

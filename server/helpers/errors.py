@@ -30,6 +30,18 @@ class InvalidInput(DomainError):
     status, title = 400, "Bad Request"
 
 
+class Unauthorized(DomainError):
+    """No valid credentials; `headers` carries the WWW-Authenticate challenge."""
+
+    status, title = 401, "Unauthorized"
+
+
+class Forbidden(DomainError):
+    """Valid credentials that do not allow this."""
+
+    status, title = 403, "Forbidden"
+
+
 class NotFound(DomainError):
     status, title = 404, "Not Found"
 
@@ -45,6 +57,16 @@ class UnsupportedMediaType(DomainError):
 class ValidationFailed(DomainError):
     status, title = 422, "Unprocessable Content"
     type = "/problems/validation-error"
+
+
+class TooManyRequests(DomainError):
+    """The client is over a rate limit; it may retry after `retry_after` seconds."""
+
+    status, title = 429, "Too Many Requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", str(retry_after))
 
 
 class UpstreamError(DomainError):

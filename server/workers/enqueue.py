@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,12 @@ RETRY_AFTER_SECONDS = 5
 AppLike = web.Application | ChainMapProxy  # an app, or a handler's request.config_dict
 
 
+def new_job_key() -> str:
+    """A job key nobody can guess (192 random bits): holding it is what lets an anonymous client
+    read its job, so SAQ's default (a uuid1: the time and the host) will not do."""
+    return secrets.token_urlsafe(24)
+
+
 def _unavailable(action: str, exc: BaseException) -> ServiceUnavailable:
     log.warning("job queue unavailable (%s): %r", action, exc)
     return ServiceUnavailable(
@@ -31,18 +38,26 @@ def _unavailable(action: str, exc: BaseException) -> ServiceUnavailable:
     )
 
 
-async def enqueue(app: AppLike, function: str, *, priority: str = "default", **kwargs: Any) -> Job:
+async def enqueue(
+    app: AppLike, function: str, *, priority: str = "default", owner: str | None = None, **kwargs: Any
+) -> Job:
     """Queue `function` on the `priority` queue ("high", "default", "low") and return its Job.
 
     `kwargs` are the function's arguments, except SAQ Job fields (timeout, retries, retry_delay,
     retry_backoff, scheduled, key, heartbeat, ttl, meta), which override the configured defaults.
-    The id of the request being handled travels in `job.meta["request_id"]`. Enqueueing an
-    existing key returns that job. Raises ServiceUnavailable (503, Retry-After) when Redis
-    cannot be reached, UnknownPriority (a ValueError) for an unconfigured priority.
+    The key is random (new_job_key) unless given. `owner` (`job_owner(request)`: a token, or
+    anonymous) goes to `job.meta["owner"]` and decides who may read the job through the API; a job
+    without one is the system's. The id of the request being handled travels in
+    `job.meta["request_id"]`. Enqueueing an existing key returns that job. Raises
+    ServiceUnavailable (503, Retry-After) when Redis cannot be reached, UnknownPriority (a
+    ValueError) for an unconfigured priority.
     """
     queue = app[QUEUES_KEY].for_priority(priority)
     job_kwargs = {**job_defaults(app[CONFIG_KEY]), **kwargs}
+    job_kwargs.setdefault("key", new_job_key())
     meta = dict(job_kwargs.pop("meta", None) or {})
+    if owner is not None:
+        meta["owner"] = owner
     request_id = current_request_id.get()
     if request_id != "-":
         meta.setdefault("request_id", request_id)

@@ -1,0 +1,214 @@
+"""What a bearer token grants, answered from a bounded in-process cache in front of the database.
+
+A request carrying a token costs a SHA-256 and a dict lookup: the database is asked only for a
+token this process has not seen within `auth.cache_ttl` seconds. Unknown tokens are remembered
+too (apart, so a flood of made-up tokens cannot push out the real ones). Revocation reaches
+every process at once: `token revoke` publishes the token's id on REVOCATION_CHANNEL and each
+process drops it from its cache; when that message is lost (Redis down), the TTL bounds how
+long a revoked token still works. A process that loses its subscription forgets every token
+when it subscribes again, since it may have missed revocations meanwhile.
+
+A token's `last_used_at` is written at most once per `auth.last_used_interval` per process, by
+a task of its own, never by the request that used it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+
+from server.auth.rate_limiter import REDIS_ERRORS
+from server.config import AuthConfig
+from server.models.api_token import ApiToken, find_token_by_hash, hash_token, touch_tokens
+from server.models.base import utc_timestamp
+from server.models.database import Database
+
+log = logging.getLogger(__name__)
+
+REVOCATION_CHANNEL = "auth:revoked"
+
+
+class InvalidToken(Exception):
+    """The token is unknown, revoked or expired; the message says which, for the logs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid token allows: its id (the client's identity) and scopes."""
+
+    token_id: int
+    name: str
+    scopes: frozenset[str]
+    # Epoch seconds after which it is refused, or None.
+    expires_at: float | None
+
+    @classmethod
+    def of(cls, token: ApiToken) -> Grant:
+        expires = None if token.expires_at is None else datetime.fromisoformat(token.expires_at).timestamp()
+        return cls(token.id, token.name, frozenset(token.scopes), expires)
+
+
+# A cached answer: the grant (None: no usable token has this hash) and until when to trust it.
+_Entry = tuple[Grant | None, float]
+
+
+class TokenGrants:
+    """The cache of token hash -> Grant for one process, over the database."""
+
+    def __init__(self, db: Database, config: AuthConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._db = db
+        self._ttl = config.cache_ttl
+        self._size = config.cache_size
+        self._touch_interval = config.last_used_interval
+        self._clock = clock
+        self._known: dict[str, _Entry] = {}
+        self._unknown: dict[str, _Entry] = {}
+        # Bumped by every forget(): a lookup that started before one does not cache its answer.
+        self._generation = 0
+        self._last_touch: dict[int, float] = {}
+        self._pending_touch: dict[int, str] = {}
+        self._touch_task: asyncio.Task[None] | None = None
+        self.lookups = 0  # database lookups, for tests and curiosity
+
+    async def resolve(self, token: str) -> Grant:
+        """The grant of a well-formed token; raises InvalidToken when it is unknown, revoked or expired."""
+        digest = hash_token(token)
+        now = self._clock()
+        entry = self._known.get(digest) or self._unknown.get(digest)
+        if entry is None or entry[1] <= now:
+            entry = await self._load(digest, now)
+        grant = entry[0]
+        if grant is None:
+            raise InvalidToken("unknown or revoked token")
+        if grant.expires_at is not None and grant.expires_at <= time.time():
+            raise InvalidToken(f"token {grant.token_id} expired")
+        if now - self._last_touch.get(grant.token_id, -1e18) >= self._touch_interval:
+            self._touch(grant.token_id, now)
+        return grant
+
+    async def _load(self, digest: str, now: float) -> _Entry:
+        generation = self._generation
+        self.lookups += 1
+        token = await find_token_by_hash(self._db, digest)
+        grant = None if token is None or token.revoked_at is not None else Grant.of(token)
+        entry: _Entry = (grant, now + self._ttl)
+        if generation == self._generation and self._ttl > 0:
+            table = self._known if grant is not None else self._unknown
+            table.pop(digest, None)
+            if len(table) >= self._size:
+                del table[next(iter(table))]  # the oldest entry: dicts keep insertion order
+            table[digest] = entry
+        return entry
+
+    def forget(self, token_id: int | None = None) -> None:
+        """Drop one token (None: every token) from the cache: the next use asks the database."""
+        self._generation += 1
+        if token_id is None:
+            self._known.clear()
+            self._unknown.clear()
+            return
+        for digest in [d for d, (grant, _) in self._known.items() if grant and grant.token_id == token_id]:
+            del self._known[digest]
+
+    def _touch(self, token_id: int, now: float) -> None:
+        if len(self._last_touch) >= self._size:
+            self._last_touch.clear()
+        self._last_touch[token_id] = now
+        self._pending_touch[token_id] = utc_timestamp()
+        if self._touch_task is None or self._touch_task.done():
+            self._touch_task = asyncio.get_running_loop().create_task(self._write_touches())
+
+    async def _write_touches(self) -> None:
+        while self._pending_touch:
+            used, self._pending_touch = self._pending_touch, {}
+            older_than = utc_timestamp(datetime.now(UTC) - timedelta(seconds=self._touch_interval))
+            try:
+                await touch_tokens(self._db, used, older_than)
+            except Exception as exc:  # a busy or read-only database: the next use tries again
+                log.warning("could not record when tokens were last used: %r", exc)
+                for token_id in used:
+                    self._last_touch.pop(token_id, None)
+
+    async def close(self) -> None:
+        """Finish writing last-used times (call before the database closes)."""
+        if self._touch_task is not None:
+            await asyncio.gather(self._touch_task, return_exceptions=True)
+
+
+async def publish_revocation(redis: Redis, token_id: int) -> int:
+    """Tell every running process to forget `token_id`; how many listened. Raises a Redis error."""
+    return int(await redis.publish(REVOCATION_CHANNEL, str(token_id)))
+
+
+class RevocationListener:
+    """Subscribes to REVOCATION_CHANNEL and calls `forget` for each revoked token id, until stopped.
+
+    Redis going away is survived: it subscribes again with backoff, and forgets everything when it
+    does (`forget(None)`), since revocations may have been missed meanwhile.
+    """
+
+    def __init__(self, redis: Redis, forget: Callable[[int | None], None], *, max_backoff: float = 5.0) -> None:
+        self._redis = redis
+        self._forget = forget
+        self._max_backoff = max_backoff
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="token-revocations")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        first = True
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(REVOCATION_CHANNEL)
+                if not first:
+                    log.info("listening for token revocations again; every cached token is checked anew")
+                    self._forget(None)
+                first = False
+                backoff = 0.1
+                self.subscribed.set()
+                await self._listen(pubsub)
+            except REDIS_ERRORS as exc:
+                if self.subscribed.is_set():
+                    log.warning("lost the token revocation channel (%r); tokens are rechecked within auth.cache_ttl", exc)
+                self.subscribed.clear()
+                first = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            finally:
+                await _close(pubsub.aclose())
+
+    async def _listen(self, pubsub: object) -> None:
+        while True:
+            # A timeout, not a blocking read: get_message pings on the client's health-check
+            # interval, so a silently dead connection is noticed.
+            message = await pubsub.get_message(timeout=5.0)  # type: ignore[attr-defined]
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                token_id = int(message["data"])
+            except (TypeError, ValueError):
+                log.warning("ignored a malformed message on %s", REVOCATION_CHANNEL)
+                continue
+            self._forget(token_id)
+
+
+async def _close(closing: Awaitable[None]) -> None:
+    try:
+        await asyncio.wait_for(closing, 2.0)
+    except Exception:  # closing a broken connection may fail again: nothing is left to free
+        pass

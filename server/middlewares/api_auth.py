@@ -1,0 +1,141 @@
+"""Bearer tokens on the API sub-apps: who the client is, and whether the route lets it in.
+
+`Authorization: Bearer <token>`. A request without the header is anonymous; one with a header
+that is not a valid token (malformed, unknown, revoked, expired) answers 401 on every API route,
+public ones included, so a client never mistakes a broken token for access. Whether an anonymous
+request may pass, and which scopes a token needs, come from the route's stamps
+(server/auth/stamps.py) and `auth.public_reads`. Answers follow RFC 6750: 401 with
+`WWW-Authenticate: Bearer`, 403 with `error="insufficient_scope"`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from server.auth.grants import Grant, InvalidToken
+from server.auth.stamps import access_of, needs_token
+from server.config import AuthConfig
+from server.helpers.errors import Forbidden, Unauthorized
+from server.keys import GRANTS_KEY, IDENTITY_KEY
+from server.middlewares.validation import route_handler
+from server.models.api_token import well_formed
+
+Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
+
+REALM = "api"
+# Owner recorded on a job enqueued without a token: whoever holds its key may read it.
+ANONYMOUS_OWNER = "anonymous"
+# A token longer than this is not ours: refused before any work on it.
+_MAX_HEADER = 512
+
+
+def challenge(error: str | None = None, description: str | None = None, scope: str | None = None) -> dict[str, str]:
+    """The WWW-Authenticate header of an RFC 6750 answer."""
+    parts = [f'Bearer realm="{REALM}"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append(f'error_description="{description}"')
+    if scope:
+        parts.append(f'scope="{scope}"')
+    return {hdrs.WWW_AUTHENTICATE: ", ".join(parts)}
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value when it has our shape, else None."""
+    if len(header) > _MAX_HEADER:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not well_formed(token):
+        return None
+    return token
+
+
+_UNSET = object()
+
+
+async def identify(request: web.Request) -> Grant | None:
+    """The grant of the request's token, None without an Authorization header (anonymous).
+
+    Raises Unauthorized (401) for a header that is not a valid token. Worked out once per
+    request: the rate limiter and the auth middleware both ask.
+    """
+    found = request.get(IDENTITY_KEY, _UNSET)
+    if found is _UNSET:
+        found = await _identify(request)
+        request[IDENTITY_KEY] = found
+    if isinstance(found, Unauthorized):
+        raise found
+    return found  # type: ignore[return-value]
+
+
+async def _identify(request: web.Request) -> Grant | Unauthorized | None:
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is None:
+        return None
+    token = bearer_token(header)
+    if token is None:
+        detail = "The Authorization header is not a bearer token of this server (Authorization: Bearer <token>)."
+        return Unauthorized(detail, headers=challenge("invalid_token", "malformed token"))
+    try:
+        return await request.config_dict[GRANTS_KEY].resolve(token)
+    except InvalidToken:
+        detail = "The bearer token is not valid: unknown, revoked or expired."
+        return Unauthorized(detail, headers=challenge("invalid_token", "unknown, revoked or expired token"))
+
+
+def api_auth(config: AuthConfig) -> Middleware:
+    """The middleware of the API sub-apps enforcing tokens and scopes for `config`'s policy."""
+    public_reads = config.public_reads
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.http_exception is not None:
+            return await handler(request)  # no such route or method: its 404/405 tells nothing secret
+        grant = await identify(request)
+        access = access_of(route_handler(request))
+        if grant is None:
+            if needs_token(access, request.method, public_reads=public_reads):
+                raise Unauthorized(
+                    "This route needs a bearer token (Authorization: Bearer <token>).", headers=challenge()
+                )
+        elif not access.scopes <= grant.scopes:
+            missing = " ".join(sorted(access.scopes - grant.scopes))
+            raise Forbidden(
+                f"The token lacks the scope this route needs: {missing}.",
+                headers=challenge("insufficient_scope", scope=" ".join(sorted(access.scopes))),
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def client_grant(request: web.Request) -> Grant | None:
+    """The grant the request was identified with (None: anonymous, or not an API request)."""
+    found = request.get(IDENTITY_KEY)
+    return found if isinstance(found, Grant) else None
+
+
+def job_owner(request: web.Request) -> str:
+    """What a job enqueued for this request records as its owner: its token, or anonymous."""
+    grant = client_grant(request)
+    return ANONYMOUS_OWNER if grant is None else f"token:{grant.token_id}"
+
+
+def may_read_job(request: web.Request, owner: object) -> bool:
+    """Whether this request may see a job whose owner is `owner` (None: enqueued by the system).
+
+    A `jobs:read` token sees every job; the token that enqueued a job sees it; a job enqueued
+    anonymously is seen by whoever holds its key. The system's jobs (cron) only by `jobs:read`.
+    """
+    grant = client_grant(request)
+    if grant is not None and "jobs:read" in grant.scopes:
+        return True
+    if owner == ANONYMOUS_OWNER:
+        return True
+    return grant is not None and owner == f"token:{grant.token_id}"

@@ -1,0 +1,119 @@
+"""Per-client rate limits on the API sub-apps: a route's @rate_limit stamp, else rate_limit.default.
+
+The client is its token when the request carries a valid one, else its address: the peer's, or
+for a request from a trusted proxy (`rate_limit.trusted_proxies`) the first address of
+X-Forwarded-For, from the right, that is not a trusted proxy. IPv6 clients are counted by /64,
+the block one subscriber usually holds. Every limited answer, 429 or not, carries the
+`RateLimit-Policy` and `RateLimit` headers of the IETF httpapi ratelimit-headers draft
+(`"default";q=200;w=2` and `"default";r=199;t=1`); a 429 also carries `Retry-After`.
+The counting happens in Redis (server/auth/rate_limiter.py), so the limit holds across every
+web process; when Redis fails, requests pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.auth.stamps import Rate, access_of, parse_rate
+from server.config import RateLimitConfig
+from server.helpers.errors import TooManyRequests, Unauthorized
+from server.keys import RATE_LIMIT_HEADERS_KEY, RATE_LIMITER_KEY
+from server.middlewares.api_auth import identify
+from server.middlewares.validation import route_handler
+
+Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+FORWARDED_FOR = "X-Forwarded-For"
+
+
+def default_rate(config: RateLimitConfig) -> Rate | None:
+    """`rate_limit.default` as a Rate named "default", or None when there is none."""
+    if not config.default:
+        return None
+    return parse_rate(config.default, burst=config.default_burst, name="default")
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Sequence[Network]) -> bool:
+    return any(address in network for network in proxies)
+
+
+def client_address(remote: str | None, forwarded_for: Sequence[str], proxies: Sequence[Network]) -> str:
+    """The address a request is counted against (see the module docstring)."""
+    peer = _parse_ip(remote or "")
+    if peer is None:
+        return remote or "unknown"
+    client = peer
+    if proxies and _trusted(peer, proxies):
+        hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            address = _parse_ip(hop)
+            if address is None:
+                break  # not an address: whatever is left of it is not to be believed either
+            client = address
+            if not _trusted(address, proxies):
+                break
+    if isinstance(client, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((client, 64), strict=False).network_address) + "/64"
+    return str(client)
+
+
+def rate_limiting(config: RateLimitConfig) -> Middleware:
+    """The rate-limit middleware of the API sub-apps for `config` (the limiter is the app's)."""
+    default = default_rate(config)
+    proxies: list[Network] = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rate = access_of(route_handler(request)).rate or default
+        if rate is None:
+            return await handler(request)
+        try:
+            grant = await identify(request)
+        except Unauthorized:
+            grant = None  # counted by address; the auth middleware answers 401
+        if grant is not None:
+            client = f"token:{grant.token_id}"
+        else:
+            client = "ip:" + client_address(request.remote, request.headers.getall(FORWARDED_FOR, ()), proxies)
+        decision = await request.config_dict[RATE_LIMITER_KEY].hit(client, rate)
+        if decision is None:  # Redis cannot tell: fail open
+            return await handler(request)
+        headers = {
+            "RateLimit-Policy": rate.policy_header(),
+            "RateLimit": f'"{rate.name}";r={decision.remaining};t={math.ceil(decision.reset_after)}',
+        }
+        request[RATE_LIMIT_HEADERS_KEY] = headers
+        if not decision.allowed:
+            retry_after = max(1, math.ceil(decision.retry_after))
+            raise TooManyRequests(
+                f"Too many requests: this route allows {rate.count} every {rate.period} s "
+                f"({rate.burst} at once) per client; retry in {retry_after} s.",
+                retry_after=retry_after, headers=headers,
+            )
+        return await handler(request)
+
+    return middleware
+
+
+async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the rate-limit headers on every answer of a limited request, errors too."""
+    headers = request.get(RATE_LIMIT_HEADERS_KEY)
+    if headers:
+        response.headers.update(headers)
