@@ -39,6 +39,23 @@ class RouteLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class OperationAccess:
+    """Who may call an operation and how often, as the auth and rate-limit middlewares enforce it."""
+
+    # False: anonymous calls are served too (a token, when sent, must still be valid).
+    needs_token: bool
+    scopes: tuple[str, ...] = ()
+    # The `RateLimit-Policy` value of its rate limit, or None when it has none.
+    rate_policy: str | None = None
+
+
+# (route, method, handler) -> its access, or None for a route without any (the service pages).
+AccessOf = Callable[[RouteLike, str, Any], OperationAccess | None]
+
+BEARER_SCHEME = "bearerAuth"
+
+
+@dataclass(frozen=True, slots=True)
 class Description:
     """What a handler may say about itself beyond its schemas; every field is optional."""
 
@@ -153,15 +170,27 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 # Status -> (component name, description) of every problem answer the server gives.
 ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The body is not valid JSON, or a query parameter is invalid"),
+    401: ("Unauthorized", "No bearer token where the route needs one, or one that is malformed, unknown, "
+                          "revoked or expired; `WWW-Authenticate: Bearer` says which"),
+    403: ("Forbidden", "The token lacks a scope the route needs (`WWW-Authenticate` names it)"),
     404: ("NotFound", "No such resource (an unknown id, or a path parameter out of range)"),
     405: ("MethodNotAllowed", "The path does not serve this method; `Allow` lists those it does"),
     413: ("PayloadTooLarge", "The body is larger than `server.max_body_bytes`"),
     415: ("UnsupportedMediaType", "The body was not sent as `application/json`"),
     422: ("ValidationFailed", "The body does not match the schema; `errors` has a JSON pointer per violation"),
+    429: ("TooManyRequests", "Over the client's rate limit; retry after `Retry-After` seconds"),
     500: ("InternalServerError", "The server failed; the answer says nothing of why"),
     502: ("BadGateway", "An upstream service answered badly or not at all"),
     503: ("ServiceUnavailable", "A dependency is down; retry after `Retry-After` seconds"),
     504: ("GatewayTimeout", "An upstream service did not answer in time"),
+}
+
+
+# The IETF httpapi ratelimit-headers draft's fields, on every answer of a rate-limited route.
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "RateLimit-Policy": {"schema": {"type": "string"}, "description": 'The limit: `"<name>";q=<quota>;w=<window s>`'},
+    "RateLimit": {"schema": {"type": "string"},
+                  "description": 'What is left: `"<name>";r=<remaining>;t=<seconds until whole again>`'},
 }
 
 
@@ -182,6 +211,11 @@ def _error_response_components() -> dict[str, Any]:
         }
         if status == 405:
             response["headers"] = {"Allow": {"schema": {"type": "string"}, "description": "The methods served"}}
+        if status in (401, 403):
+            response["headers"] = {"WWW-Authenticate": {
+                "schema": {"type": "string"}, "description": "The RFC 6750 Bearer challenge"}}
+        if status == 429:
+            response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}, **RATE_LIMIT_HEADERS}
         if status == 503:
             response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
         components[name] = response
@@ -291,7 +325,8 @@ def _media_with_ref(media: Mapping[str, Any], schemas: _Schemas, hint: str) -> d
 
 
 def _operation(
-    method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str]
+    method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str],
+    access: OperationAccess | None = None,
 ) -> dict[str, Any]:
     stamp = description_of(handler)
     stamped = request_schemas(handler)
@@ -320,6 +355,18 @@ def _operation(
         errors.add(400)
     if _PATH_PARAM.search(route.path):
         errors.add(404)
+    if access is not None:
+        # Any call may send a token, and a bad one is refused even where none is needed.
+        errors.add(401)
+        if access.scopes:
+            errors.add(403)
+        if access.rate_policy is not None:
+            errors.add(429)
+            operation["x-rate-limit"] = access.rate_policy
+        if access.needs_token:
+            operation["security"] = [{BEARER_SCHEME: list(access.scopes)}]
+        else:
+            operation["security"] = [{}, {BEARER_SCHEME: []}]  # anonymous, or any valid token
     for status in sorted(errors):
         responses[str(status)] = problem_response(status)
     for code, stamped_response in stamp.responses.items():
@@ -338,28 +385,44 @@ def _operation(
 
 
 def build_openapi(
-    routes: Iterable[RouteLike], *, title: str, version: str, description: str = ""
+    routes: Iterable[RouteLike], *, title: str, version: str, description: str = "",
+    access: AccessOf | None = None, security_description: str = "",
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every public operation of `routes` (see `describe_routes`)."""
+    """The OpenAPI 3.1 document of every public operation of `routes` (see `describe_routes`).
+
+    `access` says, per operation, who may call it and its rate limit (the `security`
+    requirements, with scopes, and the 401/403/429 answers); without it nothing is said.
+    """
     schemas = _Schemas()
     taken: set[str] = set()
     paths: dict[str, dict[str, Any]] = {}
     versions: set[int] = set()
+    secured = False
     for route in routes:
         if not is_public(route):
             continue
         for method, handler in route_operations(route):
             if description_of(handler).hidden:
                 continue
-            paths.setdefault(route.path, {})[method.lower()] = _operation(method, route, handler, schemas, taken)
+            rules = access(route, method, handler) if access is not None else None
+            secured = secured or rules is not None
+            paths.setdefault(route.path, {})[method.lower()] = _operation(
+                method, route, handler, schemas, taken, rules
+            )
             if route.version is not None:
                 versions.add(route.version)
     tags = [{"name": f"v{v}", "description": f"API version {v}, under /api/v{v}"} for v in sorted(versions)]
     tags.append({"name": "pages", "description": "Service pages outside the versioned API"})
+    components: dict[str, Any] = {"schemas": schemas.by_name, "responses": _error_response_components()}
+    if secured:
+        components["securitySchemes"] = {BEARER_SCHEME: {
+            "type": "http", "scheme": "bearer", "bearerFormat": "opaque token",
+            "description": security_description or "An API token: `Authorization: Bearer <token>`",
+        }}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version, "description": description},
         "tags": tags,
         "paths": paths,
-        "components": {"schemas": schemas.by_name, "responses": _error_response_components()},
+        "components": components,
     }

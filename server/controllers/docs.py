@@ -9,9 +9,13 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from server.auth.stamps import SCOPES, Rate, access_of, needs_token
+from server.config import Config
 from server.controllers.versions import describe_routes
-from server.keys import OPENAPI_KEY
-from server.openapi import build_openapi, describe
+from server.keys import CONFIG_KEY, OPENAPI_KEY
+from server.middlewares.rate_limit import default_rate
+from server.models.api_token import TOKEN_PREFIX
+from server.openapi import AccessOf, OperationAccess, RouteLike, build_openapi, describe
 
 routes = web.RouteTableDef()
 
@@ -37,12 +41,39 @@ def package_version() -> str:
         return "0.0.0"
 
 
+SECURITY_DESCRIPTION = (
+    f"An API token (`{TOKEN_PREFIX}...`, made with `python -m server token create`) sent as "
+    "`Authorization: Bearer <token>`. An operation's security lists the scopes it needs; one "
+    "that also lists an empty requirement serves anonymous calls too. The scopes: "
+    + "; ".join(f"`{name}`: {what}" for name, what in SCOPES.items()) + "."
+)
+
+
+def api_access(config: Config) -> AccessOf:
+    """Per API operation, what the auth and rate-limit middlewares enforce under `config`."""
+    default: Rate | None = default_rate(config.rate_limit) if config.rate_limit.enabled else None
+
+    def access(route: RouteLike, method: str, handler: Any) -> OperationAccess | None:
+        if route.version is None:
+            return None  # the service pages: neither tokens nor limits
+        declared = access_of(handler)
+        rate = (declared.rate or default) if config.rate_limit.enabled else None
+        return OperationAccess(
+            needs_token=needs_token(declared, method, public_reads=config.auth.public_reads),
+            scopes=tuple(sorted(declared.scopes)),
+            rate_policy=None if rate is None else rate.policy_header(),
+        )
+
+    return access
+
+
 def openapi_document(app: web.Application) -> dict[str, Any]:
     """The app's document, built once: the router is frozen once the app serves."""
     cache = app[OPENAPI_KEY]
     if "document" not in cache:
         document = build_openapi(
-            describe_routes(app), title=TITLE, version=package_version(), description=DESCRIPTION
+            describe_routes(app), title=TITLE, version=package_version(), description=DESCRIPTION,
+            access=api_access(app[CONFIG_KEY]), security_description=SECURITY_DESCRIPTION,
         )
         cache["json"] = json.dumps(document, indent=1).encode()
         cache["document"] = document
@@ -66,6 +97,19 @@ def _pretty(schema: Any) -> str:
 def _ref_name(schema: Any) -> str | None:
     ref = schema.get("$ref") if isinstance(schema, dict) else None
     return ref.rsplit("/", 1)[1] if isinstance(ref, str) and ref.startswith("#/components/") else None
+
+
+def _access_text(operation: dict[str, Any]) -> str | None:
+    """One line on who may call an operation, from its `security` requirements."""
+    requirements = operation.get("security")
+    if requirements is None:
+        return None
+    if {} in requirements:
+        return "Public: no token needed (a token sent must be valid)."
+    scopes = sorted({scope for requirement in requirements for names in requirement.values() for scope in names})
+    if scopes:
+        return f"Needs a bearer token with the scope {', '.join(scopes)}."
+    return "Needs a bearer token (any scope)."
 
 
 def docs_context(document: dict[str, Any]) -> dict[str, Any]:
@@ -95,9 +139,12 @@ def docs_context(document: dict[str, Any]) -> dict[str, Any]:
                 "id": operation["operationId"], "method": method.upper(), "path": path,
                 "summary": operation.get("summary", ""), "description": operation.get("description", ""),
                 "parameters": [{**p, "schema": _pretty(p["schema"])} for p in operation.get("parameters", [])],
-                "body": body, "responses": responses,
+                "body": body, "responses": responses, "access": _access_text(operation),
+                "rate_limit": operation.get("x-rate-limit"),
             })
+    scheme = components.get("securitySchemes", {}).get("bearerAuth")
     return {
+        "security": scheme["description"] if scheme else None,
         "info": document["info"],
         "openapi": document["openapi"],
         "groups": [{"tag": tag, "operations": ops} for tag, ops in groups.items() if ops],
