@@ -229,3 +229,61 @@ def test_describe_is_optional_and_can_hide_a_route():
     assert delete["summary"] == "First line is the summary."
     assert delete["tags"] == ["v3"]
     assert set(delete["responses"]) == {"2XX", "404", "500"}  # success code unknown without a stamp
+
+
+async def test_openapi_carries_the_security_requirements(client):
+    doc = await fetch_doc(client)
+    OpenAPIV31SpecValidator(doc).validate()
+    scheme = doc["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    assert "users:write" in scheme["description"] and "jobs:read" in scheme["description"]
+    for version in API_VERSIONS:
+        for path, method in ((f"/api/v{version}/users", "post"), (f"/api/v{version}/users/{{user_id}}", "patch"),
+                             (f"/api/v{version}/users/{{user_id}}", "delete")):
+            operation = doc["paths"][path][method]
+            assert operation["security"] == [{"bearerAuth": ["users:write"]}], (path, method)
+            assert {"401", "403"} <= set(operation["responses"])
+            assert operation["responses"]["401"] == {"$ref": "#/components/responses/Unauthorized"}
+        for path, method in ((f"/api/v{version}/users", "get"), (f"/api/v{version}/foo", "get"),
+                             (f"/api/v{version}/bar", "post"), (f"/api/v{version}/jobs/{{key}}", "get")):
+            operation = doc["paths"][path][method]
+            assert operation["security"] == [{}, {"bearerAuth": []}], (path, method)  # anonymous or any token
+            assert "401" in operation["responses"] and "403" not in operation["responses"]
+            assert "429" not in operation["responses"]  # the test config has no rate limits
+    for page in ("/", "/healthz", "/openapi.json"):
+        assert "security" not in doc["paths"][page]["get"]
+        assert "401" not in doc["paths"][page]["get"]["responses"]
+    challenge = doc["components"]["responses"]["Unauthorized"]["headers"]
+    assert "WWW-Authenticate" in challenge
+
+
+async def test_openapi_follows_the_policy_and_the_rate_limits(redis_url, tmp_path, aiohttp_client):
+    from server.app import create_app
+    from support import make_test_config
+
+    config = make_test_config(
+        database=tmp_path / "t.db", redis_url=redis_url, auth={"public_reads": False},
+        rate_limit={"enabled": True, "default": "100/s", "default_burst": 200},
+    )
+    client = await aiohttp_client(create_app(config))
+    doc = await fetch_doc(client)
+    OpenAPIV31SpecValidator(doc).validate()
+    foo = doc["paths"]["/api/v1/foo"]["get"]
+    assert foo["security"] == [{"bearerAuth": []}]
+    assert foo["x-rate-limit"] == '"default";q=200;w=2'
+    assert {"401", "429"} <= set(foo["responses"])
+    baz = doc["paths"]["/api/v1/baz"]["get"]
+    assert baz["x-rate-limit"] == '"get_baz";q=20;w=2'
+    too_many = doc["components"]["responses"]["TooManyRequests"]
+    assert {"Retry-After", "RateLimit", "RateLimit-Policy"} <= set(too_many["headers"])
+    html = await (await client.get("/docs")).text()
+    assert "Needs a bearer token with the scope users:write." in html
+    assert "Needs a bearer token (any scope)." in html
+    assert "&#34;get_baz&#34;;q=20;w=2" in html or '"get_baz";q=20;w=2' in html
+
+
+async def test_docs_page_says_who_may_call(client):
+    html = await (await client.get("/docs")).text()
+    assert 'id="authentication"' in html and "token create" in html
+    assert "Needs a bearer token with the scope users:write." in html
+    assert "Public: no token needed" in html
