@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fixtures_honeybadger import FakeHoneybadger  # noqa: E402
 from server.app import create_app  # noqa: E402
-from server.keys import HONEYBADGER_KEY  # noqa: E402
+from server.keys import REPORTER_KEY  # noqa: E402
+from server.middlewares.reporting import report_request_error  # noqa: E402
 from support import make_test_config  # noqa: E402
 
 
@@ -70,13 +71,13 @@ async def run(requests: int, hang: float, tmp: Path) -> None:
     reporter_cost: list[float] = []
 
     async def capture(request: web.Request) -> web.Response:
-        reporter = request.config_dict[HONEYBADGER_KEY]
+        reporter = request.config_dict[REPORTER_KEY]
         try:
             {}["x"]
         except KeyError as exc:
             start = time.perf_counter()
             for _ in range(1000):
-                reporter.report_request(request, exc)
+                report_request_error(reporter, request, exc)
             reporter_cost.append((time.perf_counter() - start) / 1000)
         return web.json_response({})
 
@@ -105,7 +106,7 @@ async def run(requests: int, hang: float, tmp: Path) -> None:
         ticker.cancel()  # the capture loop below blocks the loop on purpose
         async with http.get(f"{base}/capture") as resp:
             await resp.read()
-    stats = app[HONEYBADGER_KEY].stats()
+    stats = app[REPORTER_KEY].stats()
     t = time.perf_counter()
     await runner.cleanup()
     shutdown = time.perf_counter() - t

@@ -26,6 +26,6 @@ settings = {
                             name=os.environ.get("BENCH_QUEUE", "bench")),
     "functions": [noop],
     "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "4")),
-    # As NOTES.md §1 advises and our worker does: a short blocking dequeue.
+    # As our worker does: a short blocking dequeue (docs/decisions.md, "SAQ and redis-py versions").
     "dequeue_timeout": float(os.environ.get("BENCH_DEQUEUE_TIMEOUT", "1")),
 }

@@ -20,7 +20,7 @@ import jsonschema  # noqa: E402
 from jsonschema import Draft202012Validator  # noqa: E402
 
 from server.controllers.bar import POST_BAR_SCHEMA, post_bar  # noqa: E402
-from server.middlewares.validation import request_schemas  # noqa: E402
+from server.routing.meta import schemas_of as request_schemas  # noqa: E402
 
 VALID = {"hello": "there", "world": [{"color": "red", "size": 1.5}, {"color": "blue"}]}
 INVALID = {"hello": 1, "world": [{"size": "big"}, {"color": "blue"}]}

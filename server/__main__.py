@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from server.helpers.logging import ACCESS_LOG_FORMAT, setup_logging
+from server.log_context import ACCESS_LOG_FORMAT, setup_logging
 
 log = logging.getLogger("server")
 
@@ -81,7 +81,7 @@ def cmd_seed(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_routes(config: Config, args: argparse.Namespace) -> int:
     from server.app import create_app
-    from server.controllers.versions import describe_routes
+    from server.routing.versions import describe_routes
 
     app = create_app(config)
     for info in describe_routes(app):
@@ -108,8 +108,6 @@ def cmd_supervise(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
-    import os
-
     from server.config import PROJECT_ROOT
     from server.supervision import redis_shim
 
@@ -117,6 +115,8 @@ def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
     return redis_shim(
         os.environ["REDIS_SERVER"], PROJECT_ROOT / "redis.conf", int(os.environ["REDIS_PORT"]), data_dir
     )
+
+
 def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     from server.workers.runner import run_worker_process
 
@@ -173,6 +173,8 @@ COMMANDS = {
     "supervise": cmd_supervise,
     "redis-shim": cmd_redis_shim,
 }
+# Commands that open the database and stop with one line when it does not fit this code.
+DATABASE_COMMANDS = frozenset({"serve", "migrate", "seed", "worker", "supervise"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,11 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging.level)
+    command = COMMANDS[args.command]
+    if args.command not in DATABASE_COMMANDS:
+        return command(config, args)
+    # Imported here, not at the top: the light commands (redis-path) load no database driver.
     from server.models.migrate import SchemaError
 
     try:
-        return COMMANDS[args.command](config, args)
-    except SchemaError as exc:  # the database does not fit this code (serve's start-up, migrate, seed)
+        return command(config, args)
+    except SchemaError as exc:  # the database does not fit this code
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 1
 

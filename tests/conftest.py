@@ -10,7 +10,7 @@ import redis
 from server.app import create_app
 from server.config import Config
 from server.helpers.redis_server import RedisProcess
-from server.middlewares.request_id import install_log_record_factory
+from server.log_context import install_log_record_factory
 from support import make_test_config
 
 # Fixture modules of their own per area, to keep this file small and merges easy.

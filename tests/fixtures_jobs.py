@@ -20,7 +20,7 @@ from server.app import create_app
 from server.config import ENV_OVERRIDES, Config, PROJECT_ROOT
 from server.workers.enqueue import enqueue
 from server.workers.runner import WorkerGroup
-from server.workers.settings import close_resources, open_resources
+from server.resources import close_resources, open_resources
 from server.workers.tasks import TASKS
 from support import deep_merge, make_test_config
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from server.app import create_app
-from server.helpers.errors import ServiceUnavailable
+from server.errors import ServiceUnavailable
 from server.keys import SLOW_JOB_ENQUEUER_KEY
 from support import assert_problem, make_test_config
 

@@ -16,9 +16,10 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from server.app import create_app
-from server.helpers.errors import NotFound
+from server.errors import NotFound
 from server.keys import API_VERSION_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.middlewares.cache import cache, cached, invalidate_namespace
+from server.middlewares.cache import cache, invalidate_namespace
+from server.routing.stamps import cached
 from server.middlewares.validation import validation
 from support import make_test_config
 
@@ -326,7 +327,7 @@ async def test_disabled_cache_bypasses_redis(redis_url, make_client, redis, fake
 def warnings_of(caplog):
     return [
         r for r in caplog.records
-        if r.name == "server.helpers.response_cache" and r.levelno == logging.WARNING
+        if r.name == "server.cache.store" and r.levelno == logging.WARNING
     ]
 
 
@@ -347,7 +348,7 @@ async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(
     await get(client, "/api/v1/baz")
     assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
     private_redis.stop()
-    with caplog.at_level(logging.INFO, logger="server.helpers.response_cache"):
+    with caplog.at_level(logging.INFO, logger="server.cache.store"):
         for n in range(2, 8):
             resp, body = await get(client, "/api/v1/baz")
             assert resp.headers["X-Cache"] == "BYPASS"

@@ -10,9 +10,9 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.controllers.versions import describe_routes
-from server.middlewares.validation import request_schemas
-from server.openapi import route_operations
+from server.routing.versions import describe_routes
+from server.routing.meta import schemas_of as request_schemas
+from server.routing.openapi import route_operations
 from schema_strategies import documents, json_values, valid_documents
 
 FUZZED_METHODS = {"POST", "PATCH", "PUT"}

@@ -27,14 +27,15 @@ from fixtures_honeybadger import API_KEY
 from server.app import create_app
 from server.config import ENV_OVERRIDES, PROJECT_ROOT
 from server.helpers.redis_server import free_port
-from server.keys import BODY_KEY, HONEYBADGER_KEY
-from server.middlewares.validation import body_schema, validation
-from server.services.honeybadger import (
-    HoneybadgerReporter, close_worker_reporting, open_worker_reporting,
-)
+from server.keys import BODY_KEY, REPORTER_KEY
+from server.middlewares.validation import validation
+from server.routing.stamps import body_schema
+from server.services.honeybadger.sender import HoneybadgerReporter
+from server.workers.failures import handle_swept
+from server.workers.reporting import CTX_REPORT_FAILURE, close_job_reporting, open_job_reporting
 from support import make_test_config
 
-REPORTER_LOG = "server.services.honeybadger"
+REPORTER_LOG = "server.services.honeybadger.sender"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -245,7 +246,7 @@ async def test_a_hung_collector_slows_neither_requests_nor_shutdown(
         ),
     )
     client = await aiohttp_client(create_app(config))
-    reporter = client.app[HONEYBADGER_KEY]
+    reporter = client.app[REPORTER_KEY]
     caplog.set_level(logging.INFO, logger=REPORTER_LOG)
 
     async def fail(i: int) -> float:
@@ -315,7 +316,7 @@ def _boom(n: int) -> None:
 async def test_job_failures_carry_job_context_and_request_id(redis_url, honeybadger_collector, hb_config):
     queue = Queue.from_url(redis_url, name="default")
     ctx: dict = {}
-    await open_worker_reporting(ctx, hb_config.honeybadger)  # what a worker's startup hook does
+    await open_job_reporting(ctx, hb_config.honeybadger)  # what a worker's startup hook does
     try:
         job = Job(
             "charge", kwargs={"n": 3, "card": {"credit_card": "4111"}, "api_token": "t0k"}, queue=queue,
@@ -326,19 +327,20 @@ async def test_job_failures_carry_job_context_and_request_id(redis_url, honeybad
         except ValueError as exc:
             error = exc
         # What after_process does: attempt 1 of 3 failed, SAQ will retry it.
-        assert ctx["report_job_failure"](job, error, final=False, request_id="req-enqueue-1")
+        assert ctx[CTX_REPORT_FAILURE](job, error, final=False, request_id="req-enqueue-1")
         last = Job("charge", kwargs={"n": 5}, queue=queue, retries=3, attempts=3, status=Status.FAILED,
                    meta={"request_id": "from-meta"})
-        assert ctx["report_job_failure"](last, TimeoutError(), final=True, request_id=None)
+        assert ctx[CTX_REPORT_FAILURE](last, TimeoutError(), final=True, request_id=None)
         swept = Job("slow_job", queue=queue, retries=1, attempts=1, status=Status.ABORTED,
                     error="swept", meta={"request_id": "req-swept"})
-        assert ctx["report_swept_job"](swept)
+        # What a sweep does with a job it took back (recorded, and reported through the same hook).
+        await handle_swept(queue.redis, ctx[CTX_REPORT_FAILURE], [swept], keep=10)
         retrying, final, lost = await honeybadger_collector.wait_for(3)
         # honeybadger is loaded now; its crash hook (a global client we never configure) is not.
         assert "honeybadger" in sys.modules
         assert getattr(sys.excepthook, "__module__", None) != "honeybadger.core"
     finally:
-        await close_worker_reporting(ctx)
+        await close_job_reporting(ctx)
         await queue.disconnect()
 
     assert retrying["error"]["class"] == "ValueError"

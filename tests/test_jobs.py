@@ -23,7 +23,7 @@ from fixtures_jobs import (
 from server.keys import QUEUES_KEY
 from server.workers.enqueue import enqueue
 from server.workers.failures import JobSwept
-from server.workers.queues import UnknownPriority
+from server.services.queues import UnknownPriority
 from server.workers.tasks import DATABASE_STATS_KEY
 
 JOB_FIELDS = {"key", "function", "status", "result", "error", "attempts", "queued", "started", "completed"}

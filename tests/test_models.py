@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from server.helpers.errors import Conflict, DomainError, InvalidInput, NotFound
+from server.errors import Conflict, DomainError, InvalidInput, NotFound
 from server.models.base import InvalidQuery, Model, ModelNotFound, utc_timestamp
 from server.models.database import Database
 from server.models.user import User

@@ -11,7 +11,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from server.controllers.bar import POST_BAR_SCHEMA
-from server.controllers.versions import API_VERSIONS, describe_routes
+from server.controllers.versions import API_VERSIONS
+from server.routing.versions import describe_routes
 from server.keys import OPENAPI_KEY
 from validation_app import ITEM_PATH_SCHEMA, NOTE_SCHEMA
 
@@ -195,8 +196,9 @@ async def test_index_links_to_the_docs(client):
 
 
 def test_describe_is_optional_and_can_hide_a_route():
-    from server.controllers.versions import RouteInfo
-    from server.openapi import build_openapi, describe, problem_response
+    from server.routing.versions import RouteInfo
+    from server.routing.openapi import build_openapi, problem_response
+    from server.routing.stamps import describe
 
     async def shown(request): ...
 

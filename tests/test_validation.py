@@ -9,14 +9,16 @@ import pytest
 
 from server.app import create_app
 from server.controllers.bar import POST_BAR_SCHEMA
-from server.middlewares.validation import CompiledSchema, body_schema, request_schemas
+from server.routing.meta import schemas_of as request_schemas
+from server.routing.schemas import CompiledSchema
+from server.routing.stamps import body_schema
 from support import assert_problem, make_test_config
 
 VALID_BAR = {"hello": "there", "world": [{"color": "red", "size": 1.5}, {"color": "blue"}]}
 
 
 
-# --- POST /api/v*/bar: the contract's route, with its module-level hook ------------------------
+# --- POST /api/v*/bar: the contract's route, with its declared hook ------------------------------
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -131,7 +133,7 @@ async def test_default_answer_is_422_problem_details_with_pointers(sample_client
     assert all(set(e) == {"pointer", "detail"} for e in body["errors"])
 
 
-async def test_a_module_hook_may_decline(sample_client):
+async def test_a_declared_hook_may_decline(sample_client):
     resp = await sample_client.put("/sample/notes", json={"text": 5})
     body = await resp.json()
     assert_problem(resp, body, 422)

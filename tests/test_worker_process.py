@@ -71,7 +71,7 @@ async def test_an_idle_worker_does_not_spin_while_redis_is_down_and_recovers(
     await asyncio.sleep(3)
     used = proc.cpu_seconds() - before
     assert proc.proc.poll() is None, proc.log()
-    # Spinning on ConnectionError burns a whole core (NOTES.md §1e); backing off uses almost none.
+    # Spinning on ConnectionError burns a whole core (docs/decisions.md, "Redis down: workers back off"); backing off uses almost none.
     assert used < 1.0, f"worker used {used:.2f} s of CPU in 3 s with Redis down"
 
     private_redis.start()

@@ -9,9 +9,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from server.controllers.versions import describe_routes
 from server.keys import OPENAPI_KEY
-from server.openapi import build_openapi, describe
+from server.routing.openapi import build_openapi
+from server.routing.stamps import describe
+from server.routing.versions import describe_routes
 
 routes = web.RouteTableDef()
 

@@ -16,12 +16,12 @@ from saq.web import aiohttp as saq_web
 from saq.web.common import STATIC_PATH, render
 
 from server.config import Config
-from server.helpers.errors import NotFound, ServiceUnavailable
-from server.keys import CONFIG_KEY, REDIS_KEY
+from server.errors import NotFound, ServiceUnavailable
+from server.keys import CONFIG_KEY, REDIS_KEY, SAQ_APP_JS_KEY
 from server.middlewares.auth import INTERNAL_PREFIX, internal_auth, under_prefix
 from server.services.circus_status import CircusUnavailable, read_circus_status
 from server.workers.failures import recent_failures
-from server.workers.queues import build_queues
+from server.services.queues import build_queues
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -29,7 +29,6 @@ routes = web.RouteTableDef()
 SAQ_PREFIX = "/internal/saq"
 # SAQ's app.js links a job's queue from the site root; under a prefix that link must carry it.
 _APP_JS_FIX = ('href: "/queues/" + job.queue', 'href: root_path + "/queues/" + job.queue')
-APP_JS_KEY = web.AppKey("saq_app_js", bytearray)
 
 
 @routes.get("/internal/jobs/failed", name="failed-jobs")
@@ -99,7 +98,7 @@ def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
     """SAQ's web UI as a sub-app to mount at `prefix`, with its own queue objects.
 
     SAQ's handlers serve the JSON API and static files; the HTML is rendered here with the
-    prefix as root_path (SAQ renders it for the site root, NOTES.md §1a). The queues are the
+    prefix as root_path (SAQ renders it for the site root; docs/decisions.md, "SAQ: the dashboard under a prefix"). The queues are the
     dashboard's own: whoever holds a queue closes its Redis client on disconnect.
     """
     app = web.Application(middlewares=[dashboard_errors])
@@ -110,20 +109,20 @@ def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
         return web.Response(text=html, content_type="text/html")
 
     async def app_js(request: web.Request) -> web.Response:
-        return web.Response(body=bytes(request.app[APP_JS_KEY]), content_type="application/javascript")
+        return web.Response(body=bytes(request.app[SAQ_APP_JS_KEY]), content_type="application/javascript")
 
     async def dashboard_ctx(sub: web.Application) -> AsyncIterator[None]:
         queues = build_queues(config, worker=False)
         sub[saq_web.QUEUES_KEY].update(queues)
         script = await asyncio.to_thread((STATIC_PATH / "app.js").read_text, "utf-8")
-        sub[APP_JS_KEY][:] = script.replace(*_APP_JS_FIX).encode()
+        sub[SAQ_APP_JS_KEY][:] = script.replace(*_APP_JS_FIX).encode()
         try:
             yield
         finally:
             sub[saq_web.QUEUES_KEY].clear()
             await queues.disconnect()
 
-    app[APP_JS_KEY] = bytearray()
+    app[SAQ_APP_JS_KEY] = bytearray()
     app.cleanup_ctx.append(dashboard_ctx)
     app.add_routes(
         [

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from server.helpers.errors import Conflict, InvalidInput, NotFound
+from server.errors import Conflict, InvalidInput, NotFound
 from server.models.database import Database
 
 IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]*$")

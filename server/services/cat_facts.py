@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from server.config import CatFactsConfig
-from server.helpers.errors import UpstreamError, UpstreamTimeout
+from server.errors import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 

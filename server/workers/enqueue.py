@@ -11,10 +11,10 @@ from aiohttp.helpers import ChainMapProxy
 from redis.exceptions import RedisError
 from saq.job import Job
 
-from server.helpers.errors import ServiceUnavailable
+from server.errors import ServiceUnavailable
 from server.keys import CONFIG_KEY, QUEUES_KEY
-from server.middlewares.request_id import current_request_id
-from server.workers.queues import job_defaults
+from server.log_context import current_request_id
+from server.services.queues import job_defaults
 
 log = logging.getLogger(__name__)
 

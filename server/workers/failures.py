@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -25,7 +24,7 @@ class JobFailureReporter(Protocol):
 
     def __call__(
         self, job: Job, exc: BaseException, *, final: bool, request_id: str | None
-    ) -> None: ...
+    ) -> object: ...
 
 
 class JobSwept(Exception):
@@ -80,7 +79,7 @@ async def recent_failures(redis: Redis, limit: int) -> list[dict[str, Any]]:
 
 
 def call_reporter(
-    reporter: Callable[..., None] | None, job: Job, exc: BaseException, *, final: bool
+    reporter: JobFailureReporter | None, job: Job, exc: BaseException, *, final: bool
 ) -> None:
     """Hand one failure to the reporter, if any; a failing reporter is logged, never raised."""
     if reporter is None:
@@ -92,7 +91,7 @@ def call_reporter(
 
 
 async def handle_failure(
-    redis: Redis, reporter: Callable[..., None] | None, job: Job, exc: BaseException, *, keep: int
+    redis: Redis, reporter: JobFailureReporter | None, job: Job, exc: BaseException, *, keep: int
 ) -> None:
     """A job attempt raised or timed out: report it, then record it."""
     final = job.status == Status.FAILED
@@ -105,7 +104,7 @@ async def handle_failure(
 
 
 async def handle_swept(
-    redis: Redis, reporter: Callable[..., None] | None, jobs: list[Job], *, keep: int
+    redis: Redis, reporter: JobFailureReporter | None, jobs: list[Job], *, keep: int
 ) -> None:
     """Jobs a sweep took back from dead or stuck workers: report and record each."""
     for job in jobs:

@@ -11,9 +11,11 @@ from typing import Any
 from saq import Worker
 
 from server.config import Config
+from server.resources import WorkerResources, close_resources, open_resources
+from server.services.honeybadger.sender import HoneybadgerReporter
 from server.workers.failures import JobFailureReporter
-from server.services.honeybadger import HoneybadgerReporter
-from server.workers.settings import WorkerResources, close_resources, open_resources, worker_settings
+from server.workers.reporting import job_failure_reporter
+from server.workers.settings import worker_settings
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS
 
@@ -98,7 +100,7 @@ async def run_worker_process(config: Config, names: Sequence[str]) -> int:
     reporter.start()
     try:
         group = WorkerGroup.for_queues(
-            config, names, resources=resources, reporter=reporter.report_job_failure
+            config, names, resources=resources, reporter=job_failure_reporter(reporter)
         )
         await group.start()
         log.info("worker serving queues %s", ", ".join(names))

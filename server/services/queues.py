@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -33,7 +32,7 @@ def make_queue_client(config: Config, *, worker: bool) -> Redis:
     """A Redis client for one SAQ queue: SAQ closes it on disconnect, so it is never the app's.
 
     Both kinds retry with exponential backoff, so an idle worker waits instead of spinning while
-    Redis is down (NOTES.md §1e). A worker's client allows its blocking dequeue and keeps retrying
+    Redis is down (docs/decisions.md, "Redis down: workers back off"). A worker's client allows its blocking dequeue and keeps retrying
     for a few seconds; the web's gives up fast, so a request answers 503 instead of hanging.
     """
     cfg = config.redis
@@ -260,33 +259,4 @@ def job_defaults(config: Config) -> dict[str, Any]:
         "retries": cfg.job_retries,
         "retry_delay": cfg.retry_delay,
         "retry_backoff": cfg.retry_backoff_max if cfg.retry_backoff_max > 0 else False,
-    }
-
-
-def _timestamp(ms: int) -> str | None:
-    if not ms:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def error_summary(error: str | None) -> str | None:
-    """The last line of a stored traceback ("ValueError: bad"), never the traceback itself."""
-    if not error:
-        return None
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else None
-
-
-def describe_job(job: Job) -> dict[str, Any]:
-    """The public view of a job, as GET /api/v1/jobs/{key} answers it."""
-    return {
-        "key": job.key,
-        "function": job.function,
-        "status": job.status.value,
-        "result": job.result,
-        "error": error_summary(job.error),
-        "attempts": job.attempts,
-        "queued": _timestamp(job.queued),
-        "started": _timestamp(job.started),
-        "completed": _timestamp(job.completed),
     }

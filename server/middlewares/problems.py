@@ -9,9 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from server.errors import PROBLEM_CONTENT_TYPE
 from server.keys import REQUEST_ID_KEY
-
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
 def status_title(status: int) -> str:

@@ -16,7 +16,6 @@ outlives an invalidation. The index drops expired members whenever an entry is s
 from __future__ import annotations
 
 import asyncio
-
 import json
 import logging
 import secrets
