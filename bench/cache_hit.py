@@ -34,13 +34,13 @@ def serve(port: int, redis_url: str, db_path: str) -> None:
     import asyncio
 
     from aiohttp import web
+    from support import make_test_config
 
     from server.__main__ import new_event_loop
     from server.app import create_app
     from server.keys import API_VERSION_KEY, REDIS_KEY
     from server.middlewares.cache import cache
     from server.middlewares.validation import validation
-    from support import make_test_config
 
     config = make_test_config(
         database=Path(db_path), redis_url=redis_url, logging={"level": "WARNING"},

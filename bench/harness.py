@@ -102,7 +102,7 @@ def pairwise_ratios(ours: Sequence[float], baseline: Sequence[float]) -> list[fl
     """ours[i] / baseline[i] for runs made back to back, which cancels slow drift of the machine."""
     if len(ours) != len(baseline):
         raise ValueError(f"{len(ours)} runs of ours against {len(baseline)} of the baseline")
-    return [o / b for o, b in zip(ours, baseline) if b > 0]
+    return [o / b for o, b in zip(ours, baseline, strict=False) if b > 0]
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

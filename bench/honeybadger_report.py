@@ -22,13 +22,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fixtures_honeybadger import FakeHoneybadger  # noqa: E402
-from server.app import create_app  # noqa: E402
-from server.keys import REPORTER_KEY  # noqa: E402
-from server.middlewares.reporting import report_request_error  # noqa: E402
-from support import make_test_config  # noqa: E402
+from server.app import create_app
+from server.keys import REPORTER_KEY
+from server.middlewares.reporting import report_request_error
+from testing.config import make_test_config
+from testing.fakes import FakeHoneybadger
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     # Log as the server does (tracebacks are formatted on the loop), but not to the terminal.
-    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))
+    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))  # noqa: SIM115 (open for the whole run)
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(args.requests, 0, Path(tmp)))
         asyncio.run(run(args.requests, 30, Path(tmp)))

@@ -45,7 +45,7 @@ async def main(path: Path, seconds: float) -> None:
         db = Database(path, read_connections=readers)
         await db.open()
         print(f"server Database.fetchval, {readers} reader(s) borrowed per read: "
-              f"{await rate(lambda: db.fetchval(SQL), seconds):>9,.0f} reads/s")
+              f"{await rate(lambda db=db: db.fetchval(SQL), seconds):>9,.0f} reads/s")
         await db.close()
     conn = await aiosqlite.connect(path)
 

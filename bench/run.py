@@ -19,7 +19,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import uuid
@@ -27,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -35,6 +34,7 @@ from bench import harness
 from bench.harness import TARGETS, WrkParseError, WrkResult, parse_wrk, spread
 from server.config import load_config
 from server.helpers.redis_server import RedisProcess, free_port
+from testing.fakes import FakeCatFacts, ThreadedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -201,7 +201,7 @@ def http_request(port: int, method: str, path: str, body: str | None = None, tim
 class Proc:
     """One child process, its output in a log file, stopped by its own pid."""
 
-    registry: list[Proc] = []
+    registry: ClassVar[list[Proc]] = []
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
         self.name, self.argv, self.log_path = name, list(argv), log_path
@@ -261,49 +261,6 @@ class Proc:
             proc.stop(timeout=5.0)
 
 
-# --- the fake Cat Facts upstream ------------------------------------------------------------
-
-
-class FakeCatFacts:
-    """A local Cat Facts endpoint for baz's misses (the bench never calls the real one)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.calls = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-cat-facts", daemon=True)
-        self._runner: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/fact"
-
-    def start(self) -> FakeCatFacts:
-        from aiohttp import web
-
-        async def fact(request: web.Request) -> web.Response:
-            self.calls += 1
-            text = "Cats sleep for around thirteen to sixteen hours a day."
-            return web.json_response({"fact": text, "length": len(text)})
-
-        async def setup() -> None:
-            app = web.Application()
-            app.router.add_get("/fact", fact)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(setup(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-
 # --- the bench ------------------------------------------------------------------------------
 
 
@@ -318,7 +275,7 @@ class Sample:
 class Bench:
     opts: Options
     redis: RedisProcess | None = None
-    upstream: FakeCatFacts | None = None
+    upstream: ThreadedServer | None = None
     config_path: Path = Path()
     jobs_config_path: Path = Path()
     db_path: Path = Path()
@@ -343,7 +300,10 @@ class Bench:
             "redis": {"url": redis_url},
             # Long enough that the primed baz entry stays a hit for the whole run.
             "cache": {"default_ttl": 3600},
-            "cat_facts": {"url": self.upstream.url if self.upstream else "http://127.0.0.1:9/fact", "timeout": 2.0},
+            "cat_facts": {
+                "url": self.upstream.url("/fact") if self.upstream else "http://127.0.0.1:9/fact",
+                "timeout": 2.0,
+            },
             "queue": {"embedded_worker": False},
             "honeybadger": {"api_key": "", "environment": "bench"},
             "internal": {"password": ""},
@@ -467,7 +427,7 @@ class Bench:
                 self.samples["ours"][route.name] = sample
         available = [r for r in self.opts.http_routes if reasons.get(r.name) is None]
         if available:
-            with self.server("baseline", "probe") as (proc, port):
+            with self.server("baseline", "probe") as (_proc, port):
                 for route in available:
                     self.samples["baseline"][route.name] = self.sample(port, route)
         return reasons
@@ -784,8 +744,8 @@ class Bench:
         self.redis = RedisProcess()
         self.redis.start()
         self.pin_redis()
-        self.upstream = FakeCatFacts().start()
-        log(f"redis {self.redis.url} ({Path(self.redis.binary).name}), fake cat facts {self.upstream.url}")
+        self.upstream = ThreadedServer(FakeCatFacts().app()).start()
+        log(f"redis {self.redis.url} ({Path(self.redis.binary).name}), fake cat facts {self.upstream.url('/fact')}")
         self.write_config(self.config_path, self.redis.url)
         self.detect_commands()
         self.section("database", self.prepare_database)

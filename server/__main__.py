@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from server.log_context import ACCESS_LOG_FORMAT, setup_logging
@@ -47,7 +48,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     app.on_startup.append(freeze_startup_objects)  # after the cleanup contexts have opened
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,

@@ -144,7 +144,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (tuples as lists), the shape `build_config` takes."""
-        return _plain(dataclasses.asdict(self))
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
 
 
 # Environment variables that override config.yaml. Names are part of the contract: add, never rename.

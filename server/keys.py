@@ -34,7 +34,7 @@ HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 REPORTER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("error_reporter")
 # The response cache (server/cache/store.py), set up after REDIS_KEY.
 CACHE_KEY: web.AppKey[ResponseCache] = web.AppKey("response_cache")
-SLOW_JOB_ENQUEUER_KEY = web.AppKey("slow_job_enqueuer", SlowJobEnqueuer)
+SLOW_JOB_ENQUEUER_KEY: web.AppKey[SlowJobEnqueuer] = web.AppKey("slow_job_enqueuer")
 # The web app's queues by priority name; enqueue through server.workers.enqueue.enqueue().
 QUEUES_KEY: web.AppKey[JobQueues] = web.AppKey("queues")
 # Set on each API version's sub-app: the version number its handlers serve.

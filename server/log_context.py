@@ -22,7 +22,7 @@ def install_log_record_factory() -> None:
         return
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = previous(*args, **kwargs)  # type: ignore[arg-type]
+        record = previous(*args, **kwargs)
         record.request_id = current_request_id.get()
         return record
 

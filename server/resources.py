@@ -1,4 +1,4 @@
-"""Every resource the app and the workers open: `make_*` builds one from the config, `*_ctx` pairs its open and close in the app's lifecycle."""
+"""Every resource the app and the workers open: `make_*` builds one, `*_ctx` pairs its open and close in the app."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from hypothesis import strategies as st
@@ -23,7 +23,7 @@ json_values = st.recursive(
 
 FORMATS: dict[str, st.SearchStrategy[str]] = {
     "date": st.dates().map(lambda d: d.isoformat()),
-    "date-time": st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.isoformat()),
+    "date-time": st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
     "time": st.times().map(lambda t: t.replace(microsecond=0).isoformat() + "Z"),
     "uuid": st.uuids().map(str),
     "email": st.from_regex(r"[a-z0-9]{1,12}@[a-z]{1,10}\.(com|org|net)", fullmatch=True),

@@ -6,11 +6,9 @@ import logging
 import re
 
 from aiohttp import web
-
-from server.app import create_app
 from support import assert_problem, make_test_config
 
-
+from server.app import create_app
 
 
 async def test_create_app_opens_nothing(tmp_path):

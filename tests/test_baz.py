@@ -6,11 +6,11 @@ import asyncio
 import time
 
 import pytest
+from support import assert_problem, make_test_config
 
 from server.app import create_app
 from server.errors import ServiceUnavailable
 from server.keys import SLOW_JOB_ENQUEUER_KEY
-from support import assert_problem, make_test_config
 
 UPSTREAM_TIMEOUT = 1.0
 

@@ -14,14 +14,14 @@ from collections import Counter
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
+from support import make_test_config
 
 from server.app import create_app
 from server.errors import NotFound
 from server.keys import API_VERSION_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY
 from server.middlewares.cache import cache, invalidate_namespace
-from server.routing.stamps import cached
 from server.middlewares.validation import validation
-from support import make_test_config
+from server.routing.stamps import cached
 
 CALLS = web.AppKey("calls", Counter)
 ITEMS = web.AppKey("items", list)
@@ -134,7 +134,7 @@ async def get(client, path, **kwargs):
 
 
 async def test_miss_then_hit_with_age_and_max_age(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url, cache={"default_ttl": 30})
+    client, _sub = await make_client(redis_url, cache={"default_ttl": 30})
     miss, body = await get(client, "/api/v1/baz")
     assert miss.headers["X-Cache"] == "MISS"
     assert miss.headers["Cache-Control"] == "max-age=30"
@@ -152,7 +152,7 @@ async def test_miss_then_hit_with_age_and_max_age(redis_url, make_client, fake_c
 
 
 async def test_head_shares_the_get_entry(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url)
+    client, _sub = await make_client(redis_url)
     await get(client, "/api/v1/baz")
     head = await client.head("/api/v1/baz")
     assert head.status == 200
@@ -162,7 +162,7 @@ async def test_head_shares_the_get_entry(redis_url, make_client, fake_cat_facts)
 
 
 async def test_key_covers_version_and_sorted_query_string(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url)
+    client, _sub = await make_client(redis_url)
     _, first = await get(client, "/api/v1/baz?a=1&b=2")
     resp, same = await get(client, "/api/v1/baz?b=2&a=1")
     assert resp.headers["X-Cache"] == "HIT" and same == first
@@ -218,7 +218,7 @@ async def test_entries_expire_with_their_ttl(redis_url, make_client, redis):
 
 
 async def test_no_cache_refreshes_the_entry(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url)
+    client, _sub = await make_client(redis_url)
     _, first = await get(client, "/api/v1/baz")
     resp, _ = await get(client, "/api/v1/baz")
     assert resp.headers["X-Cache"] == "HIT"
@@ -235,7 +235,7 @@ async def test_no_cache_refreshes_the_entry(redis_url, make_client, fake_cat_fac
 
 async def test_concurrent_misses_of_one_key_compute_once(redis_url, make_client, fake_cat_facts):
     # Generous wait: on a busy machine the waiters must not give up and compute themselves.
-    client, sub = await make_client(redis_url, cache={"wait_timeout": 30.0, "lock_timeout": 30.0})
+    client, _sub = await make_client(redis_url, cache={"wait_timeout": 30.0, "lock_timeout": 30.0})
     fake_cat_facts.delay = 0.3
     responses = await asyncio.gather(*(client.get("/api/v1/baz?n=50") for _ in range(50)))
     assert [r.status for r in responses] == [200] * 50
@@ -247,7 +247,7 @@ async def test_concurrent_misses_of_one_key_compute_once(redis_url, make_client,
 
 
 async def test_invalidating_a_namespace_of_the_real_app(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url)
+    client, _sub = await make_client(redis_url)
     _, v1 = await get(client, "/api/v1/baz")
     _, v2 = await get(client, "/api/v2/baz")
     assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
@@ -316,7 +316,7 @@ async def test_only_plain_200_answers_are_stored(redis_url, make_client, redis):
 
 
 async def test_disabled_cache_bypasses_redis(redis_url, make_client, redis, fake_cat_facts):
-    client, sub = await make_client(redis_url, cache={"enabled": False})
+    client, _sub = await make_client(redis_url, cache={"enabled": False})
     for n in (1, 2):
         resp, body = await get(client, "/api/v1/baz")
         assert resp.headers["X-Cache"] == "BYPASS"
@@ -344,7 +344,7 @@ async def wait_for_state(client, path, state, deadline_s=10.0):
 async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(
     private_redis, make_client, fake_cat_facts, caplog
 ):
-    client, sub = await make_client(private_redis.url, cache={"retry_interval": 0.2})
+    client, _sub = await make_client(private_redis.url, cache={"retry_interval": 0.2})
     await get(client, "/api/v1/baz")
     assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
     private_redis.stop()
@@ -365,7 +365,7 @@ async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(
 
 
 async def test_a_hung_redis_is_bounded_by_the_socket_timeout(private_redis, make_client, fake_cat_facts):
-    client, sub = await make_client(
+    client, _sub = await make_client(
         private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 0.2}
     )
     await get(client, "/api/v1/baz")
@@ -384,7 +384,7 @@ async def test_a_hung_redis_is_bounded_by_the_socket_timeout(private_redis, make
 
 
 async def test_an_invalidation_during_an_outage_is_applied_before_the_next_read(private_redis, make_client):
-    client, sub = await make_client(
+    client, _sub = await make_client(
         private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 1.0}
     )
     await get(client, "/t/items")

@@ -19,14 +19,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from fixtures_jobs import auth_header, clean_env, jobs_test_config, write_config
+
 from server.config import PROJECT_ROOT, Config
 from server.helpers.redis_server import find_redis_server, free_port
 from server.keys import CONFIG_KEY, QUEUES_KEY
 from server.services.circus_status import read_circus_status
-from server.workers.enqueue import enqueue
 from server.services.queues import build_queues
+from server.workers.enqueue import enqueue
 
 WATCHERS = ("redis", "web", "worker", "worker-high", "worker-low")
 WEB_PIDS_IN_ACCESS_LOG = re.compile(r"^\S+ \S+ INFO (\d+) aiohttp\.access ", re.MULTILINE)

@@ -9,11 +9,11 @@ from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schema_strategies import documents, json_values, valid_documents
 
-from server.routing.versions import describe_routes
 from server.routing.meta import schemas_of as request_schemas
 from server.routing.openapi import route_operations
-from schema_strategies import documents, json_values, valid_documents
+from server.routing.versions import describe_routes
 
 FUZZED_METHODS = {"POST", "PATCH", "PUT"}
 EXAMPLES_PER_ROUTE = 300

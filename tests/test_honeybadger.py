@@ -22,8 +22,8 @@ import yaml
 from aiohttp import web
 from saq import Queue
 from saq.job import Job, Status
+from support import make_test_config
 
-from fixtures_honeybadger import API_KEY
 from server.app import create_app
 from server.config import ENV_OVERRIDES, PROJECT_ROOT
 from server.helpers.redis_server import free_port
@@ -33,7 +33,7 @@ from server.routing.stamps import body_schema
 from server.services.honeybadger.sender import HoneybadgerReporter
 from server.workers.failures import handle_swept
 from server.workers.reporting import CTX_REPORT_FAILURE, close_job_reporting, open_job_reporting
-from support import make_test_config
+from testing.fakes import HONEYBADGER_API_KEY as API_KEY
 
 REPORTER_LOG = "server.services.honeybadger.sender"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from fixtures_jobs import (
     INTERNAL_PASSWORD,
     INTERNAL_USER,
@@ -19,6 +18,7 @@ from fixtures_jobs import (
     jobs_test_config,
     post_job,
 )
+
 from server.config import PROJECT_ROOT
 
 PROTECTED = (

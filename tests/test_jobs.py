@@ -8,10 +8,6 @@ from datetime import datetime
 
 import pytest
 import redis.asyncio as aioredis
-from saq.job import Status
-from saq.queue.redis import RedisQueue
-from saq.utils import now
-
 from fixtures_jobs import (
     app_with_enqueue_route,
     auth_header,
@@ -20,10 +16,14 @@ from fixtures_jobs import (
     running_workers,
     wait_for_job,
 )
+from saq.job import Status
+from saq.queue.redis import RedisQueue
+from saq.utils import now
+
 from server.keys import QUEUES_KEY
+from server.services.queues import UnknownPriority
 from server.workers.enqueue import enqueue
 from server.workers.failures import JobSwept
-from server.services.queues import UnknownPriority
 from server.workers.tasks import DATABASE_STATS_KEY
 
 JOB_FIELDS = {"key", "function", "status", "result", "error", "attempts", "queued", "started", "completed"}

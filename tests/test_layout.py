@@ -1,4 +1,4 @@
-"""The house rules a reader relies on: the import graph of server/ is a tree, and the CLI's light commands stay light."""
+"""House rules: the import graph of server/ is a tree, and the CLI's light commands stay light."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
             # `from server.x import y`: y may be a module of its own.
             names = [f"{base}.{alias.name}" for alias in node.names] + [base]
         else:
@@ -63,7 +64,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt) :] + [nxt]
+                return [*path[path.index(nxt):], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -100,7 +101,9 @@ def test_the_leaves_import_nothing_of_ours_at_run_time():
     # keys.py names the types of its values for the type checker only.
     keys = ast.parse((SERVER / "keys.py").read_text())
     runtime = {
-        node.module for node in keys.body if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("server")
+        node.module
+        for node in keys.body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("server")
     }
     assert runtime == {"server.config"}
 

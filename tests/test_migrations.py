@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from support import make_test_config
 
 from server.app import create_app
 from server.config import PROJECT_ROOT
@@ -29,7 +30,6 @@ from server.models.migrate import (
     schema_version,
     split_statements,
 )
-from support import make_test_config
 
 THREE = {
     "0001_first.sql": "CREATE TABLE a (id INTEGER PRIMARY KEY);",

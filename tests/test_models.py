@@ -381,9 +381,9 @@ def test_model_declarations_are_checked():
         type("Bad", (Model,), {"table": "bad", "columns": ("id", "a__b")})
     with pytest.raises(TypeError, match="lowercase identifier"):
         type("Bad", (Model,), {"table": "bad; DROP", "columns": ("id",)})
-    with pytest.raises(TypeError, match="would hide Model.save"):
+    with pytest.raises(TypeError, match=r"would hide Model\.save"):
         type("Bad", (Model,), {"table": "bad", "columns": ("id", "save")})
-    with pytest.raises(TypeError, match="would hide Model.columns"):
+    with pytest.raises(TypeError, match=r"would hide Model\.columns"):
         type("Bad", (Model,), {"table": "bad", "columns": ("id", "columns")})
     with pytest.raises(TypeError, match="not declared columns"):
         type("Bad", (Model,), {"table": "bad", "columns": ("id",), "repr_columns": ("name",)})
@@ -460,7 +460,7 @@ async def test_cancelling_a_unit_at_any_point_leaves_nothing_half_done(db):
     for steps in range(12):
         started = asyncio.Event()
 
-        async def unit() -> None:
+        async def unit(started: asyncio.Event = started) -> None:
             started.set()
             async with db.transaction() as tx:
                 await tx.execute("INSERT INTO users (name) VALUES ('a')")

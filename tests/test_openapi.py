@@ -9,12 +9,12 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from validation_app import ITEM_PATH_SCHEMA, NOTE_SCHEMA
 
 from server.controllers.bar import POST_BAR_SCHEMA
 from server.controllers.versions import API_VERSIONS
-from server.routing.versions import describe_routes
 from server.keys import OPENAPI_KEY
-from validation_app import ITEM_PATH_SCHEMA, NOTE_SCHEMA
+from server.routing.versions import describe_routes
 
 VIEW_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH")
 
@@ -179,7 +179,7 @@ async def test_docs_page_shows_every_operation_offline(sample_client):
     assert resp.headers["Content-Type"].startswith("text/html")
     html = await resp.text()
     for path, item in doc["paths"].items():
-        for method, operation in item.items():
+        for _method, operation in item.items():
             assert f'id="{operation["operationId"]}"' in html
             assert path in html
     for name in doc["components"]["schemas"]:
@@ -196,9 +196,9 @@ async def test_index_links_to_the_docs(client):
 
 
 def test_describe_is_optional_and_can_hide_a_route():
-    from server.routing.versions import RouteInfo
     from server.routing.openapi import build_openapi, problem_response
     from server.routing.stamps import describe
+    from server.routing.versions import RouteInfo
 
     async def shown(request): ...
 

@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 import pytest
+from support import PROBLEM, problem
 
 from server.app import create_app
 from server.controllers.versions import API_VERSIONS
-from support import PROBLEM, problem
 
 VERSIONS = [f"/api/v{v}" for v in sorted(API_VERSIONS)]
 

@@ -6,13 +6,13 @@ import json
 
 import jsonschema
 import pytest
+from support import assert_problem, make_test_config
 
 from server.app import create_app
 from server.controllers.bar import POST_BAR_SCHEMA
 from server.routing.meta import schemas_of as request_schemas
 from server.routing.schemas import CompiledSchema
 from server.routing.stamps import body_schema
-from support import assert_problem, make_test_config
 
 VALID_BAR = {"hello": "there", "world": [{"color": "red", "size": 1.5}, {"color": "blue"}]}
 

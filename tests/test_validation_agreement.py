@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-
-from server.app import create_app
-from server.routing.versions import describe_routes
-from server.routing.meta import schemas_of as request_schemas
-from server.routing.schemas import CompiledSchema
-from server.routing.openapi import route_operations
 from schema_strategies import documents
 from support import make_test_config
 from validation_app import PREFIX, build_sample_app
+
+from server.app import create_app
+from server.routing.meta import schemas_of as request_schemas
+from server.routing.openapi import route_operations
+from server.routing.schemas import CompiledSchema
+from server.routing.versions import describe_routes
 
 
 def app_schemas() -> list[tuple[str, CompiledSchema]]:

@@ -1,4 +1,4 @@
-"""Worker processes (`python -m server worker`, `saq server.workers.settings.default`): crashes, Redis outages, signals."""
+"""Worker processes (`python -m server worker`, the `saq` CLI settings): crashes, Redis outages, signals."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from fixtures_jobs import (
     wait_for_job,
     write_config,
 )
+
 from server.config import PROJECT_ROOT
 from server.keys import QUEUES_KEY
 
@@ -71,7 +72,8 @@ async def test_an_idle_worker_does_not_spin_while_redis_is_down_and_recovers(
     await asyncio.sleep(3)
     used = proc.cpu_seconds() - before
     assert proc.proc.poll() is None, proc.log()
-    # Spinning on ConnectionError burns a whole core (docs/decisions.md, "Redis down: workers back off"); backing off uses almost none.
+    # Spinning on ConnectionError burns a whole core, backing off almost none
+    # (docs/decisions.md, "Redis down: workers back off").
     assert used < 1.0, f"worker used {used:.2f} s of CPU in 3 s with Redis down"
 
     private_redis.start()

@@ -1,1 +1,4 @@
-"""The response cache: what a route declares (policy.py) and the Redis side (store.py); the HTTP glue is middlewares/cache.py."""
+"""The response cache: what a route declares (policy.py) and its Redis side (store.py).
+
+The HTTP glue, knowing requests and responses, is middlewares/cache.py.
+"""

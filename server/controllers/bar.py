@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -82,5 +82,5 @@ async def post_schema_validation_error(request: web.Request, error: ValidationFa
     },
 )
 async def post_bar(request: web.Request) -> web.Response:
-    return web.json_response(summarize_bar(request[BODY_KEY]))
+    return web.json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))
 

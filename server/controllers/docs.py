@@ -47,7 +47,8 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
         )
         cache["json"] = json.dumps(document, indent=1).encode()
         cache["document"] = document
-    return cache["document"]
+    built: dict[str, Any] = cache["document"]
+    return built
 
 
 @routes.get("/openapi.json", name="openapi")

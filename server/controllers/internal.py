@@ -1,4 +1,4 @@
-"""The internal pages (protected by middlewares.auth): SAQ's dashboard at /internal/saq/, the failed jobs, circus status."""
+"""The internal pages behind Basic auth: SAQ's dashboard at /internal/saq/, the failed jobs, circus status."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from server.errors import NotFound, ServiceUnavailable
 from server.keys import CONFIG_KEY, REDIS_KEY, SAQ_APP_JS_KEY
 from server.middlewares.auth import INTERNAL_PREFIX, internal_auth, under_prefix
 from server.services.circus_status import CircusUnavailable, read_circus_status
-from server.workers.failures import recent_failures
 from server.services.queues import build_queues
+from server.workers.failures import recent_failures
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -98,8 +98,9 @@ def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
     """SAQ's web UI as a sub-app to mount at `prefix`, with its own queue objects.
 
     SAQ's handlers serve the JSON API and static files; the HTML is rendered here with the
-    prefix as root_path (SAQ renders it for the site root; docs/decisions.md, "SAQ: the dashboard under a prefix"). The queues are the
-    dashboard's own: whoever holds a queue closes its Redis client on disconnect.
+    prefix as root_path (SAQ renders it for the site root; docs/decisions.md, "SAQ: the
+    dashboard under a prefix"). The queues are the dashboard's own: whoever holds a queue
+    closes its Redis client on disconnect.
     """
     app = web.Application(middlewares=[dashboard_errors])
     app[saq_web.QUEUES_KEY] = {}

@@ -10,11 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from server.keys import CONFIG_KEY
@@ -22,9 +20,6 @@ from server.keys import CONFIG_KEY
 INTERNAL_PREFIX = "/internal"
 INTERNAL_REALM = "internal"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
-
 
 def under_prefix(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")

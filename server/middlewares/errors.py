@@ -8,8 +8,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.errors import DomainError
-from server.middlewares.problems import problem
 from server.keys import REPORTER_KEY
+from server.middlewares.problems import problem
 from server.middlewares.reporting import report_request_error
 
 log = logging.getLogger(__name__)

@@ -60,7 +60,12 @@ def report_request_error(reporter: HoneybadgerReporter, request: web.Request, ex
 
 
 def notify_from_request(
-    reporter: HoneybadgerReporter, request: web.Request, error_class: str, error_message: str, *, tags: tuple[str, ...] = ()
+    reporter: HoneybadgerReporter,
+    request: web.Request,
+    error_class: str,
+    error_message: str,
+    *,
+    tags: tuple[str, ...] = (),
 ) -> str | None:
     """A custom notice (not an exception) carrying this request's context; its id, or None."""
     if not reporter.enabled:

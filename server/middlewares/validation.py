@@ -22,7 +22,6 @@ from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
 from server.routing.meta import InvalidHook, RouteMeta, meta_for
 from server.routing.schemas import CompiledSchema, Violation, json_pointer
 
-
 _INTEGER = re.compile(r"-?[0-9]+")
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
@@ -50,7 +49,8 @@ def coerce_params(params: Mapping[str, str], schema: Mapping[str, Any]) -> dict[
     for name in params:
         prop = props.get(name, {})
         if prop.get("type") == "array":
-            values = params.getall(name) if hasattr(params, "getall") else [params[name]]  # type: ignore[attr-defined]
+            getall = getattr(params, "getall", None)  # a MultiDict: every value of a repeated name
+            values = getall(name) if getall is not None else [params[name]]
             out[name] = [_coerce_value(v, prop.get("items", {})) for v in values]
         else:
             out[name] = _coerce_value(params[name], prop)

@@ -1,4 +1,4 @@
-"""One stamp per handler: the RouteMeta every route decorator writes and every reader (validation, cache, OpenAPI) reads."""
+"""One stamp per handler: the RouteMeta route decorators write and validation, cache and OpenAPI read."""
 
 from __future__ import annotations
 

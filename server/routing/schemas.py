@@ -23,17 +23,17 @@ class CompiledSchema:
     known to be invalid, to list every violation with its path.
     """
 
-    __slots__ = ("schema", "fast", "full")
+    __slots__ = ("fast", "full", "schema")
 
     # Counts every compilation in the process, so tests can prove requests never compile.
     compilations: ClassVar[int] = 0
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
-        Draft202012Validator.check_schema(schema)  # a broken schema fails at import, not per request
+        Draft202012Validator.check_schema(dict(schema))  # a broken schema fails at import, not per request
         self.schema = schema
         # offline: a remote $ref must never turn into a blocking download.
-        self.fast = jsonschema_rs.Draft202012Validator(schema, validate_formats=True, offline=True)
-        self.full = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        self.fast = jsonschema_rs.Draft202012Validator(dict(schema), validate_formats=True, offline=True)
+        self.full = Draft202012Validator(dict(schema), format_checker=Draft202012Validator.FORMAT_CHECKER)
         CompiledSchema.compilations += 1
 
     def is_valid(self, instance: Any) -> bool:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -32,8 +32,9 @@ def make_queue_client(config: Config, *, worker: bool) -> Redis:
     """A Redis client for one SAQ queue: SAQ closes it on disconnect, so it is never the app's.
 
     Both kinds retry with exponential backoff, so an idle worker waits instead of spinning while
-    Redis is down (docs/decisions.md, "Redis down: workers back off"). A worker's client allows its blocking dequeue and keeps retrying
-    for a few seconds; the web's gives up fast, so a request answers 503 instead of hanging.
+    Redis is down (docs/decisions.md, "Redis down: workers back off"). A worker's client allows
+    its blocking dequeue and keeps retrying for a few seconds; the web's gives up fast, so a
+    request answers 503 instead of hanging.
     """
     cfg = config.redis
     socket_timeout: float | None
@@ -103,7 +104,9 @@ class JobQueue(RedisQueue):
 
         now = time.time()
         # job id -> "first seen|queued|attempts": a job requeued since then starts a new wait.
-        marks = {k: v.decode() for k, v in (await self.redis.hgetall(self._unstarted)).items()}
+        # (redis-py types its asyncio commands as "awaitable or value": cast to what they are.)
+        seen_before = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(self._unstarted))
+        marks = {k: v.decode() for k, v in seen_before.items()}
         unstarted_now: dict[bytes, str] = {}
         to_sweep: list[Job] = []
         missing: list[bytes] = []
@@ -113,7 +116,7 @@ class JobQueue(RedisQueue):
                 missing.append(job_id)
             elif job.status in TERMINAL_STATUSES:
                 # Finished, but left in the list by a lost race: take it out, keep its outcome.
-                await self.redis.lrem(self._active, 0, job_id)
+                await cast("Awaitable[int]", self.redis.lrem(self._active, 0, cast(str, job_id)))
             elif job.status == Status.ACTIVE:
                 if job.stuck:
                     to_sweep.append(job)
@@ -133,13 +136,14 @@ class JobQueue(RedisQueue):
                 pipe.hset(self._unstarted, mapping=unstarted_now)
                 pipe.expire(self._unstarted, int(self.UNSTARTED_GRACE * 4) + lock)
             for job_id in missing:
-                pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id)
+                pipe.lrem(self._active, 0, cast(str, job_id))
+                pipe.zrem(self._incomplete, job_id)
             await pipe.execute()
         for job_id in missing:
             log.info("sweeping missing job %s", job_id)
 
         outcomes = await asyncio.gather(*(self._take_back(job, abort) for job in to_sweep))
-        swept = [job for job, taken in zip(to_sweep, outcomes) if taken]
+        swept = [job for job, taken in zip(to_sweep, outcomes, strict=True) if taken]
         if swept and self.on_swept is not None:
             try:
                 await self.on_swept(self, swept)
@@ -154,7 +158,7 @@ class JobQueue(RedisQueue):
         await self.abort(job, error=self.swept_error_message)
         try:
             await job.refresh(abort if alive else None)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("no worker acknowledged the abort of %s", job.id)
         except RuntimeError:  # its key expired meanwhile: nothing left to take back
             return False

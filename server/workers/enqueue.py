@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -52,7 +51,7 @@ async def enqueue(app: AppLike, function: str, *, priority: str = "default", **k
         job = await queue.enqueue(function, **job_kwargs)
         if job is None and "key" in job_kwargs:  # that key is already queued or running
             job = await queue.job(job_kwargs["key"])
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("enqueue", exc) from None
     if job is None:
         raise _unavailable("enqueue", LookupError(f"job {job_kwargs.get('key')} vanished"))
@@ -63,5 +62,5 @@ async def find_job(app: AppLike, key: str) -> Job | None:
     """The job with this key on any queue, or None; raises ServiceUnavailable when Redis is down."""
     try:
         return await app[QUEUES_KEY].find(key)
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("find", exc) from None

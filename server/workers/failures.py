@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -68,7 +69,7 @@ async def record_failure(redis: Redis, entry: dict[str, Any], *, keep: int) -> N
 
 async def recent_failures(redis: Redis, limit: int) -> list[dict[str, Any]]:
     """The newest recorded failures first. Redis errors propagate."""
-    raw = await redis.lrange(FAILED_JOBS_KEY, 0, limit - 1)
+    raw = await cast("Awaitable[list[bytes]]", redis.lrange(FAILED_JOBS_KEY, 0, limit - 1))
     entries = []
     for item in raw:
         try:

@@ -29,7 +29,7 @@ class WorkerGroup:
     worker would replace the previous one's); whoever owns the loop calls `stop()`.
     """
 
-    def __init__(self, workers: Sequence[Worker]) -> None:
+    def __init__(self, workers: Sequence[Worker[Any]]) -> None:
         self.workers = list(workers)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -46,7 +46,7 @@ class WorkerGroup:
         workers = []
         for name in names:
             settings = worker_settings(config, name, resources=resources, functions=functions, reporter=reporter)
-            worker = Worker(**settings)
+            worker: Worker[Any] = Worker(**settings)
             worker.SIGNALS = []
             workers.append(worker)
         return cls(workers)

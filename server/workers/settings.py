@@ -22,8 +22,8 @@ from saq.job import Job
 from server.config import DEFAULT_CONFIG_PATH, Config, load_config
 from server.log_context import current_request_id
 from server.resources import WorkerResources, close_resources, open_resources
-from server.workers.failures import JobFailureReporter, handle_failure, handle_swept, request_id_of
 from server.services.queues import JobQueue, concurrency_for, make_queue_client
+from server.workers.failures import JobFailureReporter, handle_failure, handle_swept, request_id_of
 from server.workers.reporting import CTX_REPORT_FAILURE, close_job_reporting, open_job_reporting
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS, record_database_stats
@@ -33,12 +33,12 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "SERVER_CONFIG"
 
 
-def cron_jobs_for(config: Config, queue_name: str) -> list[CronJob]:
+def cron_jobs_for(config: Config, queue_name: str) -> list[CronJob[Any]]:
     """The periodic jobs, scheduled by the workers of the lowest-priority queue only."""
     if queue_name != config.queue.names[-1]:
         return []
     # One attempt: the next tick is the retry.
-    stats = CronJob(
+    stats: CronJob[Any] = CronJob(
         record_database_stats, cron=config.queue.stats_cron, timeout=config.queue.job_timeout, retries=1
     )
     return [stats]
