@@ -100,7 +100,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
 
-    from server.helpers.redis_server import RedisProcess, free_port
+    from testing.redis import RedisProcess, free_port
 
     tmp = tempfile.mkdtemp(prefix="bench-cache-")
     port = free_port()

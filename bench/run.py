@@ -33,8 +33,8 @@ import yaml
 from bench import harness
 from bench.harness import TARGETS, WrkParseError, WrkResult, parse_wrk, spread
 from server.config import load_config
-from server.helpers.redis_server import RedisProcess, free_port
 from testing.fakes import FakeCatFacts, ThreadedServer
+from testing.redis import RedisProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -407,7 +407,7 @@ class Bench:
         """Which routes our server answers (None) and why the others are skipped."""
         reasons: dict[str, str | None] = {}
         self.samples = {"ours": {}, "baseline": {}}
-        with self.server("ours", "probe") as (proc, port):
+        with self.server("ours", "probe") as (_proc, port):
             for route in self.opts.http_routes:
                 sample = self.sample(port, route)
                 if sample.status in (404, 405):

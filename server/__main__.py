@@ -91,7 +91,7 @@ def cmd_routes(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
-    from server.helpers.redis_server import find_redis_server
+    from server.redis_binary import find_redis_server
 
     path = find_redis_server()
     if path is None:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from server.config import PROJECT_ROOT, Config, load_config
@@ -143,7 +143,7 @@ def supervise(
     config: Config, config_path: Path, ini: Path = CIRCUS_INI, environ: Mapping[str, str] | None = None
 ) -> int:
     """Generate missing secrets, apply migrations, then replace this process with circusd."""
-    from server.helpers.redis_server import find_redis_server
+    from server.redis_binary import find_redis_server
 
     environ = os.environ if environ is None else environ
     # Everything the system creates from here on (database and WAL, Redis data, logs, sockets)
@@ -196,7 +196,6 @@ def supervise(
           file=sys.stderr)
     sys.stderr.flush()
     os.execve(circusd, [circusd, str(ini)], env)
-    return 0  # not reached
 
 
 def _die_with_parent() -> None:
@@ -216,8 +215,10 @@ def _other_clients(port: int, password: str) -> int | None:
             host="127.0.0.1", port=port, password=password or None, socket_timeout=1, socket_connect_timeout=1
         )
         try:
-            me = client.client_id()
-            return sum(1 for c in client.client_list() if int(c["id"]) != me)
+            # (redis-py types its commands as "awaitable or value"; this client is the blocking one.)
+            me = cast(int, client.client_id())
+            clients = cast(list[dict[str, Any]], client.client_list())
+            return sum(1 for c in clients if int(c["id"]) != me)
         finally:
             client.close()
     except redis.RedisError:

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.helpers.redis_server import free_port
+from testing.redis import free_port
 
 HONEYBADGER_API_KEY = "test-api-key"
 

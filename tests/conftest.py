@@ -10,8 +10,8 @@ from support import make_test_config
 
 from server.app import create_app
 from server.config import Config
-from server.helpers.redis_server import RedisProcess
 from server.log_context import install_log_record_factory
+from testing.redis import RedisProcess
 
 # Fixture modules of their own per area, to keep this file small and merges easy.
 pytest_plugins = [

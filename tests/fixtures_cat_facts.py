@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server.helpers.redis_server import free_port
 from testing.fakes import FakeCatFacts
+from testing.redis import free_port
 
 
 @pytest.fixture

@@ -27,11 +27,12 @@ from fixtures_jobs import auth_header, clean_env, jobs_test_config, write_config
 from test_redis_binary import debian_layout
 
 from server.config import PROJECT_ROOT, Config, load_config
-from server.helpers.redis_server import find_redis_server, free_port
 from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.redis_binary import find_redis_server
 from server.services.circus_status import read_circus_status
 from server.services.queues import build_queues
 from server.workers.enqueue import enqueue
+from testing.redis import free_port
 
 WATCHERS = ("redis", "web", "worker", "worker-high", "worker-low")
 WEB_PIDS_IN_ACCESS_LOG = re.compile(r"^\S+ \S+ INFO (\d+) aiohttp\.access ", re.MULTILINE)

@@ -49,7 +49,9 @@ def request_strategy(path: str, handler):
     names = [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
     path_props = schemas["path"].schema.get("properties", {}) if "path" in schemas else {}
     values = {
-        name: (valid_documents(path_props[name]) if name in path_props else st.just("1")).map(lambda v: quote(str(v), safe=""))
+        name: (valid_documents(path_props[name]) if name in path_props else st.just("1")).map(
+            lambda v: quote(str(v), safe="")
+        )
         | st.text(min_size=1, max_size=30).map(lambda v: quote(v, safe=""))
         for name in names
     }

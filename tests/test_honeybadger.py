@@ -26,7 +26,6 @@ from support import make_test_config
 
 from server.app import create_app
 from server.config import ENV_OVERRIDES, PROJECT_ROOT
-from server.helpers.redis_server import free_port
 from server.keys import BODY_KEY, REPORTER_KEY
 from server.middlewares.validation import validation
 from server.routing.stamps import body_schema
@@ -34,6 +33,7 @@ from server.services.honeybadger.sender import HoneybadgerReporter
 from server.workers.failures import handle_swept
 from server.workers.reporting import CTX_REPORT_FAILURE, close_job_reporting, open_job_reporting
 from testing.fakes import HONEYBADGER_API_KEY as API_KEY
+from testing.redis import free_port
 
 REPORTER_LOG = "server.services.honeybadger.sender"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from server.config import PROJECT_ROOT
-from server.helpers.redis_server import RedisProcess, find_redis_server, server_version
+from server.redis_binary import find_redis_server, server_version
+from testing.redis import RedisProcess
 
 REAL = find_redis_server()
 pytestmark = pytest.mark.skipif(REAL is None, reason="needs a redis-server >= 7.0")
