@@ -43,7 +43,9 @@ def serve(port: int, redis_url: str, db_path: str) -> None:
     from server.middlewares.validation import validation
 
     config = make_test_config(
-        database=Path(db_path), redis_url=redis_url, logging={"level": "WARNING"},
+        database=Path(db_path),
+        redis_url=redis_url,
+        logging={"level": "WARNING"},
         cat_facts={"url": f"http://127.0.0.1:{port}/_fact", "timeout": 5.0},
         cache={"default_ttl": 3600},
     )
@@ -78,7 +80,9 @@ def cpu_seconds(pid: int) -> float:
 def wrk(url: str, seconds: int, connections: int) -> tuple[float, int]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))

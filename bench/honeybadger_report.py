@@ -64,7 +64,8 @@ def collector_thread(hang: float) -> tuple[FakeHoneybadger, asyncio.AbstractEven
 async def run(requests: int, hang: float, tmp: Path) -> None:
     collector, collector_loop = collector_thread(hang)
     config = make_test_config(
-        database=tmp / f"bench-{hang}.db", redis_url="redis://127.0.0.1:9/0",
+        database=tmp / f"bench-{hang}.db",
+        redis_url="redis://127.0.0.1:9/0",
         honeybadger=collector.honeybadger_config(timeout=5.0, max_backlog=100_000, flush_timeout=1.0),
     )
     app = create_app(config)

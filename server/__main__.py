@@ -145,7 +145,8 @@ def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
     path = args.file or var_dir(os.environ) / "internal_password"
     created = ensure_password_file(path)
     where = (
-        "INTERNAL_PASSWORD (already set, it wins)" if config.internal.password
+        "INTERNAL_PASSWORD (already set, it wins)"
+        if config.internal.password
         else f"{path}{' (new)' if created else ''}"
     )
     print(
@@ -183,9 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the database migrations that are missing, and say what was done")
     sub.add_parser("seed", help="example data through the model API (safe to run again and again)")
     worker = sub.add_parser("worker", help="run SAQ workers (every queue, or those named)")
-    worker.add_argument(
-        "--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)"
-    )
+    worker.add_argument("--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)")
     sub.add_parser("routes", help="print the route table of every API version")
     password = sub.add_parser(
         "internal-password",

@@ -42,7 +42,9 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     resources = WorkerResources(db=app[DB_KEY], redis=app[REDIS_KEY], http=app[HTTP_KEY])
     group = WorkerGroup.for_queues(
-        config, config.queue.names, resources=resources,
+        config,
+        config.queue.names,
+        resources=resources,
         reporter=job_failure_reporter(app[REPORTER_KEY]),
     )
     await group.start()

@@ -115,8 +115,14 @@ class HoneybadgerConfig:
     environment: str = "development"
     endpoint: str = "https://api.honeybadger.io"
     params_filters: tuple[str, ...] = (
-        "password", "password_confirmation", "secret", "token", "authorization", "api_key",
-        "credit_card", "cookie",
+        "password",
+        "password_confirmation",
+        "secret",
+        "token",
+        "authorization",
+        "api_key",
+        "credit_card",
+        "cookie",
     )
     # Send even from development/test environments (the collector decides what to keep).
     force_report_data: bool = False
@@ -194,8 +200,11 @@ def _json_type(annotation: Any) -> dict[str, Any]:
     if origin in (typing.Union, types.UnionType):
         return {"anyOf": [_json_type(a) for a in typing.get_args(annotation)]}
     return {
-        str: {"type": "string"}, bool: {"type": "boolean"}, int: {"type": "integer"},
-        float: {"type": "number"}, type(None): {"type": "null"},
+        str: {"type": "string"},
+        bool: {"type": "boolean"},
+        int: {"type": "integer"},
+        float: {"type": "number"},
+        type(None): {"type": "null"},
     }[annotation]
 
 
@@ -343,7 +352,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         db = dataclasses.replace(db, path=resolved(db.path))
     circus = config.circus
     if circus.endpoint.startswith("ipc://"):
-        circus = dataclasses.replace(circus, endpoint="ipc://" + resolved(circus.endpoint[len("ipc://"):]))
+        circus = dataclasses.replace(circus, endpoint="ipc://" + resolved(circus.endpoint[len("ipc://") :]))
     return dataclasses.replace(
         config,
         database=db,

@@ -46,7 +46,7 @@ def var_dir(environ: Mapping[str, str]) -> Path:
 def pubsub_endpoint(endpoint: str) -> str:
     """circusd's pubsub endpoint beside its control endpoint: a sibling socket, or the next port."""
     if endpoint.startswith("ipc://"):
-        return "ipc://" + str(Path(endpoint[len("ipc://"):]).with_name("pubsub.sock"))
+        return "ipc://" + str(Path(endpoint[len("ipc://") :]).with_name("pubsub.sock"))
     host, port = endpoint.rsplit(":", 1)
     return f"{host}:{int(port) + 1}"
 
@@ -54,8 +54,8 @@ def pubsub_endpoint(endpoint: str) -> str:
 def check_endpoint(endpoint: str) -> str | None:
     """A warning about `endpoint` worth printing, or None; raises ValueError when it cannot work."""
     if endpoint.startswith("ipc://"):
-        path = endpoint[len("ipc://"):]
-        longest = str(Path(pubsub_endpoint(endpoint)[len("ipc://"):]))
+        path = endpoint[len("ipc://") :]
+        longest = str(Path(pubsub_endpoint(endpoint)[len("ipc://") :]))
         if len(max(path, longest, key=len).encode()) > _MAX_SOCKET_PATH:
             raise ValueError(
                 f"circus.endpoint: the socket path {path!r} is longer than a unix socket allows "
@@ -151,8 +151,7 @@ def supervise(
     os.umask(0o077)
     redis_binary = find_redis_server(environ=environ)
     if redis_binary is None:
-        print("no redis-server >= 7.0 found: run `make run` (it installs one) or put one on PATH",
-              file=sys.stderr)
+        print("no redis-server >= 7.0 found: run `make run` (it installs one) or put one on PATH", file=sys.stderr)
         return 1
     try:
         warning = check_endpoint(config.circus.endpoint)
@@ -166,7 +165,7 @@ def supervise(
     for folder in (var / "log", var / "redis"):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if config.circus.endpoint.startswith("ipc://"):
-        Path(config.circus.endpoint[len("ipc://"):]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path(config.circus.endpoint[len("ipc://") :]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = circus_env(config, environ, redis_binary, var)
     env["SERVER_CONFIG"] = str(config_path)
     if not config.redis.effective_password():
@@ -183,17 +182,14 @@ def supervise(
             f"{config.internal.username!r}, password in {path}{' (new)' if created else ''}",
             file=sys.stderr,
         )
-    migrate = subprocess.run(
-        [sys.executable, "-m", "server", "--config", str(config_path), "migrate"], env=env
-    )
+    migrate = subprocess.run([sys.executable, "-m", "server", "--config", str(config_path), "migrate"], env=env)
     if migrate.returncode != 0:
         return migrate.returncode
     circusd = shutil.which("circusd", path=str(Path(sys.executable).parent)) or shutil.which("circusd")
     if circusd is None:
         print("circusd not found: install the project (`make run`)", file=sys.stderr)
         return 1
-    print(f"starting circusd with {ini} (logs in {var / 'log'}); Ctrl-C stops everything",
-          file=sys.stderr)
+    print(f"starting circusd with {ini} (logs in {var / 'log'}); Ctrl-C stops everything", file=sys.stderr)
     sys.stderr.flush()
     os.execve(circusd, [circusd, str(ini)], env)
 
@@ -291,7 +287,8 @@ def redis_shim(
     print(
         f"redis-shim: stopping redis after {time.monotonic() - started:.1f} s "
         f"({'its clients are gone' if clients == 0 else f'{clients} clients still connected'})",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     proc.send_signal(signal.SIGTERM)
     try:
@@ -308,8 +305,11 @@ def wait_for_redis(watcher: Any, arbiter: Any, hook_name: str, **kwargs: Any) ->
     config = load_config(watcher.env["SERVER_CONFIG"], watcher.env)
     port = urlsplit(config.redis.url).port or 6379
     client = redis.Redis(
-        host="127.0.0.1", port=port, password=config.redis.effective_password() or None,
-        socket_timeout=0.5, socket_connect_timeout=0.5,
+        host="127.0.0.1",
+        port=port,
+        password=config.redis.effective_password() or None,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
     )
     deadline = time.monotonic() + 15
     try:

@@ -15,7 +15,11 @@ from testing.redis import RedisProcess
 
 # Fixture modules of their own per area, to keep this file small and merges easy.
 pytest_plugins = [
-    "fixtures_validation", "fixtures_honeybadger", "fixtures_data", "fixtures_cat_facts", "fixtures_jobs",
+    "fixtures_validation",
+    "fixtures_honeybadger",
+    "fixtures_data",
+    "fixtures_cat_facts",
+    "fixtures_jobs",
 ]
 
 

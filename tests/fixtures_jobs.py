@@ -106,7 +106,9 @@ async def running_workers(
         await close_resources(resources)
 
 
-async def post_job(client: Any, function: str, priority: str = "default", request_id: str | None = None, **kwargs: Any) -> str:
+async def post_job(
+    client: Any, function: str, priority: str = "default", request_id: str | None = None, **kwargs: Any
+) -> str:
     """Enqueue through the test route (a handler calling enqueue(), as baz does); the job key."""
     headers = {"X-Request-ID": request_id} if request_id else {}
     resp = await client.post(

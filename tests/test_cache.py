@@ -100,8 +100,10 @@ def make_client(fake_cat_facts, tmp_path, aiohttp_client):
 
     async def make(redis_url: str, **overrides):
         config = make_test_config(
-            database=tmp_path / "t.db", redis_url=redis_url,
-            cat_facts={"url": fake_cat_facts.url, "timeout": 2.0}, **overrides,
+            database=tmp_path / "t.db",
+            redis_url=redis_url,
+            cat_facts={"url": fake_cat_facts.url, "timeout": 2.0},
+            **overrides,
         )
         app = create_app(config)
         # These tests are about the cache: baz's job is swapped for none, so a stopped Redis
@@ -325,10 +327,7 @@ async def test_disabled_cache_bypasses_redis(redis_url, make_client, redis, fake
 
 
 def warnings_of(caplog):
-    return [
-        r for r in caplog.records
-        if r.name == "server.cache.store" and r.levelno == logging.WARNING
-    ]
+    return [r for r in caplog.records if r.name == "server.cache.store" and r.levelno == logging.WARNING]
 
 
 async def wait_for_state(client, path, state, deadline_s=10.0):
@@ -341,9 +340,7 @@ async def wait_for_state(client, path, state, deadline_s=10.0):
         await asyncio.sleep(0.1)
 
 
-async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(
-    private_redis, make_client, fake_cat_facts, caplog
-):
+async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(private_redis, make_client, fake_cat_facts, caplog):
     client, _sub = await make_client(private_redis.url, cache={"retry_interval": 0.2})
     await get(client, "/api/v1/baz")
     assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
@@ -365,9 +362,7 @@ async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(
 
 
 async def test_a_hung_redis_is_bounded_by_the_socket_timeout(private_redis, make_client, fake_cat_facts):
-    client, _sub = await make_client(
-        private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 0.2}
-    )
+    client, _sub = await make_client(private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 0.2})
     await get(client, "/api/v1/baz")
     os.kill(private_redis.proc.pid, signal.SIGSTOP)
     try:
@@ -384,9 +379,7 @@ async def test_a_hung_redis_is_bounded_by_the_socket_timeout(private_redis, make
 
 
 async def test_an_invalidation_during_an_outage_is_applied_before_the_next_read(private_redis, make_client):
-    client, _sub = await make_client(
-        private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 1.0}
-    )
+    client, _sub = await make_client(private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 1.0})
     await get(client, "/t/items")
     assert (await get(client, "/t/items"))[0].headers["X-Cache"] == "HIT"
     os.kill(private_redis.proc.pid, signal.SIGSTOP)  # the entries survive the outage

@@ -66,9 +66,17 @@ def collect(strategy, count: int) -> list:
     """`count` examples drawn by Hypothesis (sent afterwards: the HTTP client is async)."""
     examples: list = []
 
-    @settings(max_examples=count, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                     HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @settings(
+        max_examples=count,
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
     @given(strategy)
     def draw(example):
         examples.append(example)

@@ -134,7 +134,11 @@ def test_internal_password_command_creates_a_private_file_once(tmp_path):
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "server", "internal-password", "--file", str(path)],
-            cwd=PROJECT_ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
+            cwd=PROJECT_ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     first = run()

@@ -20,7 +20,6 @@ async def create(client, name: str, prefix: str = "/api/v1") -> dict:
     return await resp.json()
 
 
-
 # -- the happy path ------------------------------------------------------------------------------
 
 

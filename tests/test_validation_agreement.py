@@ -40,8 +40,12 @@ def test_the_app_has_schemas_of_every_kind():
 def test_fast_and_full_validators_agree(compiled):
     seen = {True: 0, False: 0}
 
-    @settings(max_examples=300, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
     @given(documents(compiled.schema))
     def check(document):
         fast = compiled.fast.is_valid(document)

@@ -89,7 +89,10 @@ async def test_the_saq_cli_runs_our_settings_and_stops_promptly_on_sigterm(tmp_p
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "saq", "server.workers.settings.default", "-v"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         await wait_for_workers(jobs_client, "default")
@@ -114,7 +117,11 @@ def test_worker_command_refuses_an_unknown_queue(tmp_path, redis_url):
     path = write_config(tmp_path / "c.yaml", config)
     result = subprocess.run(
         [sys.executable, "-m", "server", "--config", str(path), "worker", "--queue", "urgent"],
-        cwd=PROJECT_ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "unknown queue 'urgent'" in result.stderr

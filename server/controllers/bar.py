@@ -77,10 +77,11 @@ async def post_schema_validation_error(request: web.Request, error: ValidationFa
     summary="Count the items of a world and list their colors",
     responses={
         200: {"description": "The count and the colors, in order", "schema": BAR_RESULT_SCHEMA},
-        422: {"description": "The body does not match the schema (this route's own shape)",
-              "schema": BAR_FAILURE_SCHEMA},
+        422: {
+            "description": "The body does not match the schema (this route's own shape)",
+            "schema": BAR_FAILURE_SCHEMA,
+        },
     },
 )
 async def post_bar(request: web.Request) -> web.Response:
     return web.json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))
-

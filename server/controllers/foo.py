@@ -40,9 +40,7 @@ def send_foo_notice(request: web.Request) -> str | None:
     reporter = request.config_dict.get(REPORTER_KEY)
     if reporter is None:
         return None
-    return notify_from_request(
-        reporter, request, "FooNotice", "GET foo asked for a test notice", tags=("custom",)
-    )
+    return notify_from_request(reporter, request, "FooNotice", "GET foo asked for a test notice", tags=("custom",))
 
 
 async def foo_payload(request: web.Request) -> dict[str, Any]:

@@ -45,7 +45,8 @@ async def get_failed_jobs(request: web.Request) -> dict[str, Any]:
         at = entry.get("at")
         entry["at_text"] = (
             datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            if isinstance(at, (int, float)) else "?"
+            if isinstance(at, (int, float))
+            else "?"
         )
     return {"entries": entries, "keep": config.queue.failed_keep}
 
@@ -151,8 +152,8 @@ def mount_internal(app: web.Application, config: Config) -> None:
     internal = web.Application(middlewares=[internal_auth])
     for route in routes:
         assert isinstance(route, web.RouteDef) and under_prefix(route.path, INTERNAL_PREFIX), route
-        path = route.path[len(INTERNAL_PREFIX):] or "/"
+        path = route.path[len(INTERNAL_PREFIX) :] or "/"
         internal.router.add_route(route.method, path, route.handler, **route.kwargs)
     if config.internal.password:
-        internal.add_subapp(SAQ_PREFIX[len(INTERNAL_PREFIX):], saq_dashboard(config))
+        internal.add_subapp(SAQ_PREFIX[len(INTERNAL_PREFIX) :], saq_dashboard(config))
     app.add_subapp(INTERNAL_PREFIX, internal)

@@ -21,8 +21,10 @@ READY_CHECK_TIMEOUT = 2.0
 
 
 @routes.get("/", name="index")
-@describe(summary="Home page: the API versions and their routes",
-          responses={200: {"description": "HTML page", "content": {"text/html": {}}}})
+@describe(
+    summary="Home page: the API versions and their routes",
+    responses={200: {"description": "HTML page", "content": {"text/html": {}}}},
+)
 @aiohttp_jinja2.template("index.html")
 async def get_index(request: web.Request) -> dict[str, Any]:
     infos = describe_routes(request.app)

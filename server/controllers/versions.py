@@ -9,7 +9,12 @@ from server.controllers.v2 import foo as v2_foo
 
 # Route tables every version serves, in order.
 COMMON_ROUTES: tuple[web.RouteTableDef, ...] = (
-    foo.routes, fail.routes, bar.routes, baz.routes, users.routes, jobs.routes,
+    foo.routes,
+    fail.routes,
+    bar.routes,
+    baz.routes,
+    users.routes,
+    jobs.routes,
 )
 
 # Per version, tables whose routes replace the common route of the same method and path.

@@ -21,6 +21,7 @@ INTERNAL_PREFIX = "/internal"
 INTERNAL_REALM = "internal"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+
 def under_prefix(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
@@ -83,9 +84,7 @@ def basic_auth(prefix: str = INTERNAL_PREFIX, realm: str = INTERNAL_REALM) -> Mi
         internal = request.config_dict[CONFIG_KEY].internal
         if not internal.password:
             raise web.HTTPNotFound()
-        if not credentials_match(
-            request.headers.get(hdrs.AUTHORIZATION), internal.username, internal.password
-        ):
+        if not credentials_match(request.headers.get(hdrs.AUTHORIZATION), internal.username, internal.password):
             raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: challenge})
         if request.method not in SAFE_METHODS and _cross_origin(request):
             raise web.HTTPForbidden(text="cross-site requests to internal pages are refused")

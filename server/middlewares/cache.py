@@ -63,9 +63,7 @@ def request_key(request: web.Request, policy: CachePolicy) -> str:
         key = f"{key}?{query}"
     if policy.vary_headers:
         headers = request.headers
-        key += "".join(
-            f"|{h}={quote(headers[h], safe='')}" if h in headers else f"|{h}" for h in policy.vary_headers
-        )
+        key += "".join(f"|{h}={quote(headers[h], safe='')}" if h in headers else f"|{h}" for h in policy.vary_headers)
     return key
 
 

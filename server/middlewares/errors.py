@@ -24,8 +24,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except DomainError as exc:
         return problem(
-            request, exc.status, exc.title, detail=exc.detail, type=exc.type,
-            errors=exc.errors, headers=exc.headers,
+            request,
+            exc.status,
+            exc.title,
+            detail=exc.detail,
+            type=exc.type,
+            errors=exc.errors,
+            headers=exc.headers,
         )
     except web.HTTPException as exc:
         if exc.status < 400:

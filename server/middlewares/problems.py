@@ -40,7 +40,5 @@ def problem(
     }
     if errors is not None:
         body["errors"] = list(errors)
-    response = web.Response(
-        status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
-    )
+    response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
     return response

@@ -57,9 +57,7 @@ def coerce_params(params: Mapping[str, str], schema: Mapping[str, Any]) -> dict[
     return out
 
 
-def _param_errors(
-    compiled: CompiledSchema, values: Mapping[str, Any], errors: list[Violation]
-) -> list[dict[str, str]]:
+def _param_errors(compiled: CompiledSchema, values: Mapping[str, Any], errors: list[Violation]) -> list[dict[str, str]]:
     """`{"parameter", "detail"}` items; errors at the root are pinned to the parameter they concern."""
     declared = compiled.schema.get("properties", {})
     required = compiled.schema.get("required", [])
@@ -179,9 +177,7 @@ async def validation(request: web.Request, handler: Handler) -> web.StreamRespon
     if query is not None:
         values = coerce_params(request.query, query.schema)
         if not query.is_valid(values):
-            raise InvalidInput(
-                "invalid query parameters", errors=_param_errors(query, values, query.errors(values))
-            )
+            raise InvalidInput("invalid query parameters", errors=_param_errors(query, values, query.errors(values)))
         request[QUERY_KEY] = values
 
     body = route.body

@@ -349,9 +349,7 @@ class Model:
         cls._check_columns([column])
         build = OPERATORS.get(op)
         if build is None:
-            raise InvalidQuery(
-                f"unknown operator {_shown(op)} in {_shown(key)} (known: {', '.join(OPERATORS)})"
-            )
+            raise InvalidQuery(f"unknown operator {_shown(op)} in {_shown(key)} (known: {', '.join(OPERATORS)})")
         return build(_quote(column), value)
 
     @classmethod
@@ -445,11 +443,7 @@ class Model:
 
     def changes(self) -> dict[str, Any]:
         """The columns whose values differ from what was last read or written."""
-        return {
-            c: getattr(self, c)
-            for c in self.columns
-            if c not in self._saved or getattr(self, c) != self._saved[c]
-        }
+        return {c: getattr(self, c) for c in self.columns if c not in self._saved or getattr(self, c) != self._saved[c]}
 
     async def save(self, db: Database | None = None) -> None:
         """Insert the row when new, else write what changed; raises InvalidQuery, Conflict, ModelNotFound."""

@@ -129,7 +129,8 @@ def _rebase_refs(node: Any, base: str) -> Any:
     """A copy of `node` whose local `$ref`s ("#/...") point inside `base` instead of the document root."""
     if isinstance(node, Mapping):
         return {
-            key: base + value[1:] if key == "$ref" and isinstance(value, str) and value.startswith("#")
+            key: base + value[1:]
+            if key == "$ref" and isinstance(value, str) and value.startswith("#")
             else _rebase_refs(value, base)
             for key, value in node.items()
         }
@@ -205,7 +206,9 @@ def _parameters(path: str, handler_schemas: Mapping[str, Any], schemas: _Schemas
             if location == "path" and f"{{{name}}}" not in path:
                 continue
             param: dict[str, Any] = {
-                "name": name, "in": location, "required": location == "path" or name in required,
+                "name": name,
+                "in": location,
+                "required": location == "path" or name in required,
                 "schema": prop,
             }
             if isinstance(prop, Mapping) and isinstance(prop.get("description"), str):
@@ -227,9 +230,7 @@ def _media_with_ref(media: Mapping[str, Any], schemas: _Schemas, hint: str) -> d
     return media
 
 
-def _operation(
-    method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str]
-) -> dict[str, Any]:
+def _operation(method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str]) -> dict[str, Any]:
     stamp = doc_of(handler)
     stamped = schemas_of(handler)
     hint = _handler_hint(handler)
@@ -274,9 +275,7 @@ def _operation(
     return operation
 
 
-def build_openapi(
-    routes: Iterable[RouteLike], *, title: str, version: str, description: str = ""
-) -> dict[str, Any]:
+def build_openapi(routes: Iterable[RouteLike], *, title: str, version: str, description: str = "") -> dict[str, Any]:
     """The OpenAPI 3.1 document of every public operation of `routes` (see `describe_routes`)."""
     schemas = _Schemas()
     taken: set[str] = set()

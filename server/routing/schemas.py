@@ -44,9 +44,7 @@ class CompiledSchema:
         """Every violation as (path, message), sorted by path; empty when valid."""
         if self.fast.is_valid(instance):
             return []
-        found: list[Violation] = [
-            (list(e.absolute_path), e.message) for e in self.full.iter_errors(instance)
-        ]
+        found: list[Violation] = [(list(e.absolute_path), e.message) for e in self.full.iter_errors(instance)]
         if not found:
             # The two disagree (jsonschema's "email" format only looks for an "@"): the fast
             # validator decides, so let it name the violations too.

@@ -218,9 +218,7 @@ class JobQueues(Mapping[str, JobQueue]):
         try:
             return self._queues[priority]
         except KeyError:
-            raise UnknownPriority(
-                f"unknown priority {priority!r}; the queues are {', '.join(self._queues)}"
-            ) from None
+            raise UnknownPriority(f"unknown priority {priority!r}; the queues are {', '.join(self._queues)}") from None
 
     async def find(self, key: str) -> Job | None:
         """The job with this key on any of the queues, or None. Redis errors propagate."""
@@ -245,9 +243,7 @@ class JobQueues(Mapping[str, JobQueue]):
 def build_queues(config: Config, *, worker: bool, names: tuple[str, ...] | None = None) -> JobQueues:
     """A queue (with its own client) per configured name; lazy: nothing connects until used."""
     selected = names or config.queue.names
-    return JobQueues(
-        {name: JobQueue(make_queue_client(config, worker=worker), name) for name in selected}
-    )
+    return JobQueues({name: JobQueue(make_queue_client(config, worker=worker), name) for name in selected})
 
 
 def concurrency_for(config: Config, name: str) -> int:

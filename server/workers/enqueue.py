@@ -25,9 +25,7 @@ AppLike = web.Application | ChainMapProxy  # an app, or a handler's request.conf
 
 def _unavailable(action: str, exc: BaseException) -> ServiceUnavailable:
     log.warning("job queue unavailable (%s): %r", action, exc)
-    return ServiceUnavailable(
-        "The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS
-    )
+    return ServiceUnavailable("The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS)
 
 
 async def enqueue(app: AppLike, function: str, *, priority: str = "default", **kwargs: Any) -> Job:

@@ -23,9 +23,7 @@ MAX_ERROR_CHARS = 8000
 class JobFailureReporter(Protocol):
     """What the error-reporting layer plugs into a worker's ctx["report_job_failure"]."""
 
-    def __call__(
-        self, job: Job, exc: BaseException, *, final: bool, request_id: str | None
-    ) -> object: ...
+    def __call__(self, job: Job, exc: BaseException, *, final: bool, request_id: str | None) -> object: ...
 
 
 class JobSwept(Exception):
@@ -79,9 +77,7 @@ async def recent_failures(redis: Redis, limit: int) -> list[dict[str, Any]]:
     return entries
 
 
-def call_reporter(
-    reporter: JobFailureReporter | None, job: Job, exc: BaseException, *, final: bool
-) -> None:
+def call_reporter(reporter: JobFailureReporter | None, job: Job, exc: BaseException, *, final: bool) -> None:
     """Hand one failure to the reporter, if any; a failing reporter is logged, never raised."""
     if reporter is None:
         return
@@ -104,9 +100,7 @@ async def handle_failure(
         log.warning("could not record the failure of job %s: %r", job.key, err)
 
 
-async def handle_swept(
-    redis: Redis, reporter: JobFailureReporter | None, jobs: list[Job], *, keep: int
-) -> None:
+async def handle_swept(redis: Redis, reporter: JobFailureReporter | None, jobs: list[Job], *, keep: int) -> None:
     """Jobs a sweep took back from dead or stuck workers: report and record each."""
     for job in jobs:
         final = job.status == Status.ABORTED

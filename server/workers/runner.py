@@ -99,9 +99,7 @@ async def run_worker_process(config: Config, names: Sequence[str]) -> int:
     reporter = HoneybadgerReporter(config.honeybadger)
     reporter.start()
     try:
-        group = WorkerGroup.for_queues(
-            config, names, resources=resources, reporter=job_failure_reporter(reporter)
-        )
+        group = WorkerGroup.for_queues(config, names, resources=resources, reporter=job_failure_reporter(reporter))
         await group.start()
         log.info("worker serving queues %s", ", ".join(names))
         stop_wait = asyncio.create_task(stop.wait())

@@ -101,9 +101,7 @@ def worker_settings(
         exc = ctx.get("exception")  # only when the function raised or timed out, not on cancel/abort
         if exc is None:
             return
-        await handle_failure(
-            ctx["redis"], ctx.get(CTX_REPORT_FAILURE), ctx["job"], exc, keep=cfg.failed_keep
-        )
+        await handle_failure(ctx["redis"], ctx.get(CTX_REPORT_FAILURE), ctx["job"], exc, keep=cfg.failed_keep)
 
     return {
         "queue": queue,

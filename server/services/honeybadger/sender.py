@@ -102,7 +102,8 @@ class HoneybadgerReporter:
         if cfg.environment in DEVELOPMENT_ENVIRONMENTS and not cfg.force_report_data:
             log.info(
                 "honeybadger: environment %r sends nothing unless honeybadger.force_report_data is set;"
-                " error reporting is off", cfg.environment,
+                " error reporting is off",
+                cfg.environment,
             )
             return
         self._thread = threading.Thread(target=self._run, name="honeybadger-reporter", daemon=True)
@@ -128,11 +129,15 @@ class HoneybadgerReporter:
         if thread.is_alive():
             log.warning(
                 "honeybadger: %d notice(s) not sent within the %.1fs flush bound; dropped",
-                stats.pending, bound,
+                stats.pending,
+                bound,
             )
         log.info(
             "honeybadger: reporter closed; %d sent, %d failed, %d dropped (backlog full), %d unsent at shutdown",
-            stats.sent, stats.failed, stats.dropped, stats.abandoned + stats.pending,
+            stats.sent,
+            stats.failed,
+            stats.dropped,
+            stats.abandoned + stats.pending,
         )
 
     def stats(self) -> ReporterStats:
@@ -187,7 +192,8 @@ class HoneybadgerReporter:
         if warn and not self._closing:
             log.warning(
                 "honeybadger: backlog of %d notices is full; dropping new ones (%d dropped so far)",
-                self.config.max_backlog, dropped,
+                self.config.max_backlog,
+                dropped,
             )
         return None
 
