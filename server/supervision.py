@@ -1,5 +1,8 @@
 """Running the whole system under circus: the launcher, the Redis shim, and circus hooks.
 
+Over 300 lines: the three share the environment contract with circus.ini (circus_env, var_dir),
+which names the hooks and the shim by this module; splitting it is left for later.
+
 Nothing here runs on an event loop: these are process-level entry points (`python -m server
 supervise`, `python -m server redis-shim`) and hooks that circusd calls.
 """
