@@ -456,7 +456,7 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
     # after the in-flight request had used it (its access log line, written once it answered).
     redis_log = sup.log("redis")
     assert "redis-shim: stopping redis" in redis_log and "its clients are gone" in redis_log, redis_log
-    [shutdown] = re.findall(r"(\d+ \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) \* User requested shutdown", redis_log)
+    [shutdown] = re.findall(r"(\d+ \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) [*#] User requested shutdown", redis_log)
     [answered] = re.findall(
         r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \d+ aiohttp\.access .*\"GET /api/v1/baz HTTP/1\.1\" 200",
         sup.log("web"),
