@@ -2,129 +2,41 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from redis.asyncio import Redis
+from aiohttp.typedefs import Middleware
 
-from server.auth.grants import RevocationListener, TokenGrants
-from server.auth.rate_limiter import RateLimiter
 from server.config import Config
 from server.controllers import baz, docs, pages
 from server.controllers.internal import mount_internal
-from server.controllers.versions import mount_api_versions
-from server.keys import (
-    CONFIG_KEY, DB_KEY, GRANTS_KEY, HONEYBADGER_KEY, HTTP_KEY, QUEUES_KEY, RATE_LIMITER_KEY, REDIS_KEY,
-    REVOCATIONS_KEY, SLOW_JOB_ENQUEUER_KEY,
-)
-from server.middlewares.api_auth import api_auth
-from server.middlewares.cache import cache, cache_ctx
+from server.controllers.versions import version_tables
+from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY, REPORTER_KEY, SLOW_JOB_ENQUEUER_KEY
+from server.middlewares.bearer import bearer_auth
+from server.middlewares.cache import cache
 from server.middlewares.cors import cors
 from server.middlewares.errors import errors
 from server.middlewares.rate_limit import add_rate_limit_headers, rate_limiting
 from server.middlewares.request_id import request_id
 from server.middlewares.validation import validation
-from server.models.database import Database
-from server.services.honeybadger import honeybadger_ctx
-from server.models.migrate import prepare_database
-from server.workers.queues import build_queues
+from server.resources import (
+    WorkerResources,
+    access_ctx,
+    cache_ctx,
+    database_ctx,
+    http_ctx,
+    queues_ctx,
+    redis_ctx,
+    reporter_ctx,
+)
+from server.routing.versions import mount_api_versions
+from server.workers.reporting import job_failure_reporter
 from server.workers.runner import WorkerGroup
-from server.workers.settings import WorkerResources
-
-log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-
-
-def make_database(config: Config) -> Database:
-    """The Database of `config`, not yet open (the web app and the workers both use this)."""
-    cfg = config.database
-    return Database(cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections)
-
-
-async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    db = make_database(app[CONFIG_KEY])
-    await db.open()
-    try:
-        # Raises SchemaError (database too new, or migrations pending with auto_migrate off): no start.
-        report = await prepare_database(db, auto_migrate=app[CONFIG_KEY].database.auto_migrate)
-        for label in report.applied:
-            log.info("applied migration %s to %s", label, db.path)
-        app[DB_KEY] = db
-        yield
-    finally:
-        await db.close()
-
-
-def make_redis(config: Config, *, socket_timeout: float | None = None) -> Redis:
-    """The app's client. Connecting is bounded here; each use bounds its commands with
-    `asyncio.timeout(config.redis.socket_timeout)` (the cache, /readyz, the internal pages):
-    redis-py's socket_timeout would start a task per command (asyncio.wait_for on every write)."""
-    cfg = config.redis
-    return Redis.from_url(
-        cfg.url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=cfg.connect_timeout,
-        health_check_interval=30,
-    )
-
-
-async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    # Lazy: no connection is made here, so the app starts (and says "not ready") with Redis down.
-    client = make_redis(app[CONFIG_KEY])
-    app[REDIS_KEY] = client
-    try:
-        yield
-    finally:
-        await client.aclose()
-
-
-def make_http_session(config: Config) -> aiohttp.ClientSession:
-    """The outbound HTTP session (the web app and the workers both use this); call inside a loop."""
-    return aiohttp.ClientSession(raise_for_status=False)
-
-
-async def http_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = make_http_session(app[CONFIG_KEY])
-    app[HTTP_KEY] = session
-    try:
-        yield
-    finally:
-        await session.close()
-
-
-async def access_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The token cache (and its revocation listener) and the rate limiter of this process."""
-    config = app[CONFIG_KEY]
-    grants = TokenGrants(app[DB_KEY], config.auth)
-    app[GRANTS_KEY] = grants
-    app[RATE_LIMITER_KEY] = RateLimiter(
-        app[REDIS_KEY], prefix=config.rate_limit.prefix, timeout=config.redis.socket_timeout,
-        retry_interval=config.rate_limit.retry_interval,
-    )
-    listener = RevocationListener(app[REDIS_KEY], grants.forget)
-    app[REVOCATIONS_KEY] = listener
-    listener.start()
-    try:
-        yield
-    finally:
-        await listener.stop()
-        await grants.close()  # last-used times still pending, while the database is open
-
-
-async def queues_ctx(app: web.Application) -> AsyncIterator[None]:
-    # Clients of their own, bounded like the app's: an enqueue with Redis down answers 503 fast.
-    queues = build_queues(app[CONFIG_KEY], worker=False)
-    app[QUEUES_KEY] = queues
-    try:
-        yield
-    finally:
-        await queues.disconnect()
 
 
 async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -135,8 +47,10 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     resources = WorkerResources(db=app[DB_KEY], redis=app[REDIS_KEY], http=app[HTTP_KEY])
     group = WorkerGroup.for_queues(
-        config, config.queue.names, resources=resources,
-        reporter=app[HONEYBADGER_KEY].report_job_failure,
+        config,
+        config.queue.names,
+        resources=resources,
+        reporter=job_failure_reporter(app[REPORTER_KEY]),
     )
     await group.start()
     try:
@@ -147,9 +61,12 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
+    root_middlewares: list[Middleware] = [request_id, errors]
     cross_origin = cors(config.cors)  # None unless cors.allow_origins names some
+    if cross_origin is not None:
+        root_middlewares.insert(1, cross_origin)  # outside errors: it sees every answer, errors too
     app = web.Application(
-        middlewares=[request_id, *([cross_origin] if cross_origin else []), errors],
+        middlewares=root_middlewares,
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
@@ -162,9 +79,7 @@ def create_app(config: Config) -> web.Application:
     )
     # The error reporter opens first and closes last: failures while the others close (an
     # embedded worker's last jobs) are still reported.
-    app.cleanup_ctx.extend(
-        [honeybadger_ctx, database_ctx, redis_ctx, cache_ctx, access_ctx, http_ctx, queues_ctx]
-    )
+    app.cleanup_ctx.extend([reporter_ctx, database_ctx, redis_ctx, cache_ctx, access_ctx, http_ctx, queues_ctx])
     if config.queue.embedded_worker:
         app.cleanup_ctx.append(embedded_worker_ctx)  # last: stops first, while the resources are open
     app.add_routes(pages.routes)
@@ -172,10 +87,10 @@ def create_app(config: Config) -> web.Application:
     mount_internal(app, config)
     # Rate limit first (it also counts requests that fail authentication), then tokens and scopes,
     # so a cached answer only ever reaches a client allowed to see it; cache before validation:
-    # a hit skips validating the request it answers (see cache.py).
-    api_middlewares = [api_auth(config.auth), cache, validation]
+    # a hit skips validating the request it answers (see middlewares/cache.py).
+    api_middlewares: list[Middleware] = [bearer_auth(config.auth), cache, validation]
     if config.rate_limit.enabled:
         api_middlewares.insert(0, rate_limiting(config.rate_limit))
         app.on_response_prepare.append(add_rate_limit_headers)
-    mount_api_versions(app, middlewares=api_middlewares)
+    mount_api_versions(app, version_tables(), middlewares=api_middlewares)
     return app

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from server.app import create_app
-from server.auth.commands import create_token
+from server.tokens import create_token
 
 MakeToken = Callable[..., Awaitable[str]]
 
@@ -22,7 +22,10 @@ def make_token(config) -> MakeToken:
     """`await make_token(scopes, name=..., expires_in=...)`: a new token in the test's database."""
 
     async def make(
-        scopes: Sequence[str] = ("users:write",), *, name: str = "test", expires_in: timedelta | None = None,
+        scopes: Sequence[str] = ("users:write",),
+        *,
+        name: str = "test",
+        expires_in: timedelta | None = None,
         config=config,
     ) -> str:
         _, secret = await create_token(config, name=name, scopes=scopes, expires_in=expires_in)

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from support import deep_merge, make_test_config
 
 from server.app import create_app
-from server.config import ENV_OVERRIDES, Config, PROJECT_ROOT
-from server.middlewares.api_auth import job_owner
+from server.config import ENV_OVERRIDES, PROJECT_ROOT, Config
+from server.middlewares.bearer import job_owner
+from server.resources import close_resources, open_resources
 from server.workers.enqueue import enqueue
 from server.workers.runner import WorkerGroup
-from server.workers.settings import close_resources, open_resources
 from server.workers.tasks import TASKS
-from support import deep_merge, make_test_config
 
 INTERNAL_USER = "admin"
 INTERNAL_PASSWORD = "test-internal-password"
@@ -76,8 +76,11 @@ async def post_enqueue(request: web.Request) -> web.Response:
     """A handler that enqueues what the body says, as baz does for slow_job (owned by its client)."""
     body = await request.json()
     job = await enqueue(
-        request.config_dict, body["function"], priority=body.get("priority", "default"),
-        owner=job_owner(request), **body.get("kwargs", {}),
+        request.config_dict,
+        body["function"],
+        priority=body.get("priority", "default"),
+        owner=job_owner(request),
+        **body.get("kwargs", {}),
     )
     return web.json_response({"key": job.key}, status=202)
 
@@ -108,7 +111,9 @@ async def running_workers(
         await close_resources(resources)
 
 
-async def post_job(client: Any, function: str, priority: str = "default", request_id: str | None = None, **kwargs: Any) -> str:
+async def post_job(
+    client: Any, function: str, priority: str = "default", request_id: str | None = None, **kwargs: Any
+) -> str:
     """Enqueue through the test route (a handler calling enqueue(), as baz does); the job key."""
     headers = {"X-Request-ID": request_id} if request_id else {}
     resp = await client.post(

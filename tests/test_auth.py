@@ -10,17 +10,17 @@ import time
 from datetime import timedelta
 
 import pytest
-
 from fixtures_auth import bearer
 from fixtures_jobs import clean_env, write_config
+from support import make_test_config, problem
+
 from server.app import create_app
-from server.auth.commands import revoke_token
 from server.config import PROJECT_ROOT
 from server.keys import GRANTS_KEY, REDIS_KEY, REVOCATIONS_KEY
 from server.models import api_token
 from server.models.api_token import TOKEN_PREFIX, generate_token, hash_token, well_formed
 from server.models.database import Database
-from support import make_test_config, problem
+from server.tokens import revoke_token
 
 USER = {"name": "someone"}
 
@@ -28,7 +28,11 @@ USER = {"name": "someone"}
 def run_cli(config_path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "server", "--config", str(config_path), "token", *args],
-        cwd=PROJECT_ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -51,7 +55,7 @@ def test_tokens_are_random_prefixed_and_checksummed():
     assert len(tokens) == 1000
     for token in list(tokens)[:50]:
         assert token.startswith(TOKEN_PREFIX) and len(token) == 54 and well_formed(token)
-        assert token[len(TOKEN_PREFIX):].isalnum()  # no "-" or "_": one double-click selects it
+        assert token[len(TOKEN_PREFIX) :].isalnum()  # no "-" or "_": one double-click selects it
         assert len(hash_token(token)) == 64 and hash_token(token) != token
     token = next(iter(tokens))
     assert not well_formed(token[:-1] + ("A" if token[-1] != "A" else "B"))  # a typo
@@ -75,7 +79,7 @@ async def test_cli_creates_lists_and_revokes_tokens(tmp_path, redis_url, config,
     [line] = listed.stdout.splitlines()
     assert line.split("\t")[0] == "1" and "\tci\t" in line and "scopes=users:write" in line
     assert line.endswith("active") and "last_used=never" in line and "expires=20" in line
-    assert token not in listed.stdout and token[len(TOKEN_PREFIX):][:10] not in listed.stdout
+    assert token not in listed.stdout and token[len(TOKEN_PREFIX) :][:10] not in listed.stdout
     assert hash_token(token) not in listed.stdout
 
     # The database keeps the hash, never the token.
@@ -143,10 +147,16 @@ async def test_writes_need_a_token_with_the_scope(client, make_token):
     ],
 )
 async def test_malformed_tokens_are_401_on_every_api_route(client, header):
-    for method, path in (("POST", "/api/v1/users"), ("GET", "/api/v1/users"), ("GET", "/api/v2/foo"),
-                         ("POST", "/api/v1/bar"), ("GET", "/api/v1/fail")):
-        await assert_401(await client.request(method, path, json=USER, headers={"Authorization": header}),
-                         "invalid_token")
+    for method, path in (
+        ("POST", "/api/v1/users"),
+        ("GET", "/api/v1/users"),
+        ("GET", "/api/v2/foo"),
+        ("POST", "/api/v1/bar"),
+        ("GET", "/api/v1/fail"),
+    ):
+        await assert_401(
+            await client.request(method, path, json=USER, headers={"Authorization": header}), "invalid_token"
+        )
 
 
 async def test_unknown_revoked_and_expired_tokens_are_401(client, config, make_token):
@@ -178,8 +188,13 @@ async def test_reads_are_public_by_default_and_bar_is_a_read(client):
 async def test_with_public_reads_off_every_api_route_needs_a_token(tmp_path, redis_url, aiohttp_client, make_token):
     config = make_test_config(database=tmp_path / "t.db", redis_url=redis_url, auth={"public_reads": False})
     client = await aiohttp_client(create_app(config))
-    for method, path in (("GET", "/api/v1/foo"), ("GET", "/api/v2/users"), ("POST", "/api/v1/bar"),
-                         ("GET", "/api/v1/jobs/anything"), ("GET", "/api/v1/fail")):
+    for method, path in (
+        ("GET", "/api/v1/foo"),
+        ("GET", "/api/v2/users"),
+        ("POST", "/api/v1/bar"),
+        ("GET", "/api/v1/jobs/anything"),
+        ("GET", "/api/v1/fail"),
+    ):
         await assert_401(await client.request(method, path, json={"hello": "x", "world": [{"color": "c"}]}))
     any_token = await make_token((), name="no scopes", config=config)
     assert (await client.get("/api/v1/foo", headers=bearer(any_token))).status == 200
@@ -255,7 +270,9 @@ async def test_revocation_reaches_another_app_instance_at_once(config, redis_url
     assert config.auth.cache_ttl >= 30
 
 
-async def test_without_the_message_a_revocation_takes_effect_within_the_ttl(tmp_path, redis_url, aiohttp_client, make_token):
+async def test_without_the_message_a_revocation_takes_effect_within_the_ttl(
+    tmp_path, redis_url, aiohttp_client, make_token
+):
     config = make_test_config(database=tmp_path / "t.db", redis_url=redis_url, auth={"cache_ttl": 1.0})
     client = await aiohttp_client(create_app(config))
     token = await make_token(config=config)
@@ -292,7 +309,9 @@ async def test_a_lost_subscription_forgets_every_cached_token(config, aiohttp_cl
 @pytest.fixture
 async def baz_app(redis_url, fake_cat_facts, tmp_path, aiohttp_client):
     config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url, cat_facts={"url": fake_cat_facts.url, "timeout": 2.0},
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
+        cat_facts={"url": fake_cat_facts.url, "timeout": 2.0},
         cache={"enabled": False},  # each call a miss: each enqueues a job of its own
     )
     return config, await aiohttp_client(create_app(config))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from fixtures_jobs import auth_header
+from support import make_test_config, problem
+
 from server.app import create_app
 from server.config import ConfigError, build_config
-from support import make_test_config, problem
 
 APP = "https://app.example"
 EVIL = "https://evil.example"
@@ -22,7 +22,9 @@ CORS = {
 @pytest.fixture
 async def cors_client(redis_url, tmp_path, aiohttp_client):
     config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url, cors=CORS,
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
+        cors=CORS,
         internal={"username": "admin", "password": "test-internal-password"},
     )
     return await aiohttp_client(create_app(config))
@@ -96,9 +98,7 @@ async def test_internal_pages_never_answer_cors(cors_client):
 
 
 async def test_credentials_are_sent_with_the_named_origin(redis_url, tmp_path, aiohttp_client):
-    config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url, cors={**CORS, "allow_credentials": True}
-    )
+    config = make_test_config(database=tmp_path / "t.db", redis_url=redis_url, cors={**CORS, "allow_credentials": True})
     client = await aiohttp_client(create_app(config))
     resp = await client.options("/api/v1/users", headers=preflight(APP))
     assert resp.headers["Access-Control-Allow-Origin"] == APP
@@ -109,9 +109,7 @@ async def test_credentials_are_sent_with_the_named_origin(redis_url, tmp_path, a
 
 
 async def test_any_origin_gets_a_star_without_credentials(redis_url, tmp_path, aiohttp_client):
-    config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url, cors={**CORS, "allow_origins": ["*"]}
-    )
+    config = make_test_config(database=tmp_path / "t.db", redis_url=redis_url, cors={**CORS, "allow_origins": ["*"]})
     client = await aiohttp_client(create_app(config))
     resp = await client.get("/api/v1/foo", headers={"Origin": EVIL})
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
@@ -120,9 +118,9 @@ async def test_any_origin_gets_a_star_without_credentials(redis_url, tmp_path, a
 
 
 def test_credentials_with_a_star_are_refused_by_the_config():
-    with pytest.raises(ConfigError, match="cors.allow_credentials"):
+    with pytest.raises(ConfigError, match=r"cors\.allow_credentials"):
         build_config({"cors": {"allow_origins": ["*"], "allow_credentials": True}})
-    with pytest.raises(ConfigError, match="cors.allow_origins"):
+    with pytest.raises(ConfigError, match=r"cors\.allow_origins"):
         build_config({"cors": {"allow_origins": ["app.example"]}})  # an origin has a scheme
 
 

@@ -9,11 +9,12 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from validation_app import ITEM_PATH_SCHEMA, NOTE_SCHEMA
 
 from server.controllers.bar import POST_BAR_SCHEMA
-from server.controllers.versions import API_VERSIONS, describe_routes
+from server.controllers.versions import API_VERSIONS
 from server.keys import OPENAPI_KEY
-from validation_app import ITEM_PATH_SCHEMA, NOTE_SCHEMA
+from server.routing.versions import describe_routes
 
 VIEW_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH")
 
@@ -93,8 +94,9 @@ async def test_openapi_with_a_test_built_sub_app(sample_client):
     assert view["get"]["parameters"] == [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 
     item = doc["paths"]["/sample/items/{item_id}"]["get"]
-    assert item["parameters"] == [{"name": "item_id", "in": "path", "required": True,
-                                   "schema": ITEM_PATH_SCHEMA["properties"]["item_id"]}]
+    assert item["parameters"] == [
+        {"name": "item_id", "in": "path", "required": True, "schema": ITEM_PATH_SCHEMA["properties"]["item_id"]}
+    ]
     assert set(item["responses"]) == {"200", "404", "500"}
 
     listing = doc["paths"]["/sample/items"]["get"]
@@ -132,11 +134,19 @@ async def test_request_bodies_are_the_validating_schemas(client):
     problem = doc["components"]["schemas"]["Problem"]
     assert problem["required"] == ["type", "title", "status", "detail", "request_id"]
     codes = {
-        name for name, response in doc["components"]["responses"].items()
+        name
+        for name, response in doc["components"]["responses"].items()
         if response["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
     }
-    assert codes >= {"BadRequest", "NotFound", "MethodNotAllowed", "PayloadTooLarge", "UnsupportedMediaType",
-                     "ValidationFailed", "InternalServerError"}
+    assert codes >= {
+        "BadRequest",
+        "NotFound",
+        "MethodNotAllowed",
+        "PayloadTooLarge",
+        "UnsupportedMediaType",
+        "ValidationFailed",
+        "InternalServerError",
+    }
 
 
 async def test_answers_match_their_documented_schemas(sample_client):
@@ -146,8 +156,12 @@ async def test_answers_match_their_documented_schemas(sample_client):
         (client.post("/api/v1/bar", json={"hello": "a", "world": [{"color": "red"}]}), "/api/v1/bar", "post", 200),
         (client.post("/api/v1/bar", json={"hello": 1}), "/api/v1/bar", "post", 422),
         (client.post("/api/v1/bar", data=b"{"), "/api/v1/bar", "post", 415),
-        (client.post("/api/v1/bar", data=b"{", headers={"Content-Type": "application/json"}),
-         "/api/v1/bar", "post", 400),
+        (
+            client.post("/api/v1/bar", data=b"{", headers={"Content-Type": "application/json"}),
+            "/api/v1/bar",
+            "post",
+            400,
+        ),
         (client.post("/sample/notes", json={"text": ""}), "/sample/notes", "post", 422),
         (client.get("/sample/items?limit=0"), "/sample/items", "get", 400),
         (client.get("/sample/items/abc"), "/sample/items/{item_id}", "get", 404),
@@ -179,7 +193,7 @@ async def test_docs_page_shows_every_operation_offline(sample_client):
     assert resp.headers["Content-Type"].startswith("text/html")
     html = await resp.text()
     for path, item in doc["paths"].items():
-        for method, operation in item.items():
+        for _method, operation in item.items():
             assert f'id="{operation["operationId"]}"' in html
             assert path in html
     for name in doc["components"]["schemas"]:
@@ -196,8 +210,9 @@ async def test_index_links_to_the_docs(client):
 
 
 def test_describe_is_optional_and_can_hide_a_route():
-    from server.controllers.versions import RouteInfo
-    from server.openapi import build_openapi, describe, problem_response
+    from server.routing.openapi import build_openapi, problem_response
+    from server.routing.stamps import describe
+    from server.routing.versions import RouteInfo
 
     async def shown(request): ...
 
@@ -212,15 +227,20 @@ def test_describe_is_optional_and_can_hide_a_route():
 
         The rest is not."""
 
-    routes = [RouteInfo(None, "GET", "/a", None, shown), RouteInfo(None, "GET", "/b", None, hidden),
-              RouteInfo(3, "DELETE", "/api/v3/c/{c_id}", "c", documented),
-              RouteInfo(None, "GET", "/internal/x", None, shown), RouteInfo(None, "*", "/any", None, shown),
-              RouteInfo(1, "GET", "/api/v1/up", None, upstream)]
+    routes = [
+        RouteInfo(None, "GET", "/a", None, shown),
+        RouteInfo(None, "GET", "/b", None, hidden),
+        RouteInfo(3, "DELETE", "/api/v3/c/{c_id}", "c", documented),
+        RouteInfo(None, "GET", "/internal/x", None, shown),
+        RouteInfo(None, "*", "/any", None, shown),
+        RouteInfo(1, "GET", "/api/v1/up", None, upstream),
+    ]
     doc = build_openapi(routes, title="t", version="1")
     OpenAPIV31SpecValidator(doc).validate()
     assert set(doc["paths"]) == {"/a", "/api/v3/c/{c_id}", "/api/v1/up"}
     assert doc["paths"]["/api/v1/up"]["get"]["responses"] == {
-        "200": {"description": "Fine"}, "500": {"$ref": "#/components/responses/InternalServerError"},
+        "200": {"description": "Fine"},
+        "500": {"$ref": "#/components/responses/InternalServerError"},
         "503": {"$ref": "#/components/responses/ServiceUnavailable"},
         "504": {"$ref": "#/components/responses/GatewayTimeout"},
     }
@@ -238,14 +258,21 @@ async def test_openapi_carries_the_security_requirements(client):
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
     assert "users:write" in scheme["description"] and "jobs:read" in scheme["description"]
     for version in API_VERSIONS:
-        for path, method in ((f"/api/v{version}/users", "post"), (f"/api/v{version}/users/{{user_id}}", "patch"),
-                             (f"/api/v{version}/users/{{user_id}}", "delete")):
+        for path, method in (
+            (f"/api/v{version}/users", "post"),
+            (f"/api/v{version}/users/{{user_id}}", "patch"),
+            (f"/api/v{version}/users/{{user_id}}", "delete"),
+        ):
             operation = doc["paths"][path][method]
             assert operation["security"] == [{"bearerAuth": ["users:write"]}], (path, method)
             assert {"401", "403"} <= set(operation["responses"])
             assert operation["responses"]["401"] == {"$ref": "#/components/responses/Unauthorized"}
-        for path, method in ((f"/api/v{version}/users", "get"), (f"/api/v{version}/foo", "get"),
-                             (f"/api/v{version}/bar", "post"), (f"/api/v{version}/jobs/{{key}}", "get")):
+        for path, method in (
+            (f"/api/v{version}/users", "get"),
+            (f"/api/v{version}/foo", "get"),
+            (f"/api/v{version}/bar", "post"),
+            (f"/api/v{version}/jobs/{{key}}", "get"),
+        ):
             operation = doc["paths"][path][method]
             assert operation["security"] == [{}, {"bearerAuth": []}], (path, method)  # anonymous or any token
             assert "401" in operation["responses"] and "403" not in operation["responses"]
@@ -258,11 +285,14 @@ async def test_openapi_carries_the_security_requirements(client):
 
 
 async def test_openapi_follows_the_policy_and_the_rate_limits(redis_url, tmp_path, aiohttp_client):
-    from server.app import create_app
     from support import make_test_config
 
+    from server.app import create_app
+
     config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url, auth={"public_reads": False},
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
+        auth={"public_reads": False},
         rate_limit={"enabled": True, "default": "100/s", "default_burst": 200},
     )
     client = await aiohttp_client(create_app(config))

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 
-import ipaddress
-
 import pytest
 import redis.asyncio as aioredis
-
 from fixtures_auth import bearer
+from support import make_test_config, problem
+
 from server.app import create_app
 from server.keys import RATE_LIMITER_KEY
 from server.middlewares.rate_limit import client_address
-from support import make_test_config, problem
 
 
 def limited_config(tmp_path, redis_url, **limits):
@@ -83,7 +82,9 @@ async def test_tokens_and_addresses_are_counted_apart(tmp_path, redis_url, aioht
 
 async def test_a_route_stamp_has_its_own_allowance(tmp_path, redis_url, aiohttp_client, fake_cat_facts):
     config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url, cat_facts={"url": fake_cat_facts.url, "timeout": 2.0},
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
+        cat_facts={"url": fake_cat_facts.url, "timeout": 2.0},
         rate_limit={"enabled": True, "default": "1/m", "default_burst": 1},
     )
     client = await aiohttp_client(create_app(config))
@@ -110,8 +111,11 @@ async def test_every_answer_of_a_limited_route_carries_the_headers(tmp_path, red
 
 
 async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path, redis_url, aiohttp_client):
-    trusting = await aiohttp_client(create_app(limited_config(
-        tmp_path, redis_url, default_burst=1, trusted_proxies=["127.0.0.1"], prefix="trusting")))
+    trusting = await aiohttp_client(
+        create_app(
+            limited_config(tmp_path, redis_url, default_burst=1, trusted_proxies=["127.0.0.1"], prefix="trusting")
+        )
+    )
     for address in ("203.0.113.1", "203.0.113.2"):
         resp = await trusting.get("/api/v1/foo", headers={"X-Forwarded-For": f"198.51.100.9, {address}"})
         assert resp.status == 200, address  # each address its own allowance
@@ -149,14 +153,14 @@ async def test_redis_down_fails_open_and_says_so_once(tmp_path, private_redis, a
     client = await aiohttp_client(create_app(config))
     assert (await client.get("/api/v1/foo")).headers["RateLimit"]
     private_redis.stop()
-    with caplog.at_level(logging.INFO, logger="server.auth.rate_limiter"):
+    with caplog.at_level(logging.INFO, logger="server.auth.limiter"):
         for n in range(6):
             resp = await client.get("/api/v1/foo")
             assert resp.status == 200  # unlimited, not an error
             assert "RateLimit" not in resp.headers
             if n == 3:
                 await asyncio.sleep(0.3)  # past retry_interval: Redis is tried again, and fails
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "server.auth.rate_limiter"]
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "server.auth.limiter"]
         assert len(warnings) == 1 and "rate limiting off" in warnings[0].getMessage()
         assert client.server.app[RATE_LIMITER_KEY].failed_open >= 6
         private_redis.start()

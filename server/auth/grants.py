@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
-from server.auth.rate_limiter import REDIS_ERRORS
+from server.auth.limiter import REDIS_ERRORS
 from server.config import AuthConfig
 from server.models.api_token import ApiToken, find_token_by_hash, hash_token, touch_tokens
 from server.models.base import utc_timestamp
@@ -184,19 +185,21 @@ class RevocationListener:
                 await self._listen(pubsub)
             except REDIS_ERRORS as exc:
                 if self.subscribed.is_set():
-                    log.warning("lost the token revocation channel (%r); tokens are rechecked within auth.cache_ttl", exc)
+                    log.warning(
+                        "lost the token revocation channel (%r); tokens are rechecked within auth.cache_ttl", exc
+                    )
                 self.subscribed.clear()
                 first = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             finally:
-                await _close(pubsub.aclose())
+                await _close(pubsub)
 
-    async def _listen(self, pubsub: object) -> None:
+    async def _listen(self, pubsub: PubSub) -> None:
         while True:
             # A timeout, not a blocking read: get_message pings on the client's health-check
             # interval, so a silently dead connection is noticed.
-            message = await pubsub.get_message(timeout=5.0)  # type: ignore[attr-defined]
+            message = await pubsub.get_message(timeout=5.0)
             if message is None or message.get("type") != "message":
                 continue
             try:
@@ -207,8 +210,8 @@ class RevocationListener:
             self._forget(token_id)
 
 
-async def _close(closing: Awaitable[None]) -> None:
+async def _close(pubsub: PubSub) -> None:
     try:
-        await asyncio.wait_for(closing, 2.0)
+        await asyncio.wait_for(pubsub.aclose(), 2.0)  # type: ignore[no-untyped-call]
     except Exception:  # closing a broken connection may fail again: nothing is left to free
         pass

@@ -6,11 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from server.auth.stamps import rate_limit
-from server.controllers.versions_base import api_version
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.middlewares.api_auth import job_owner
-from server.middlewares.cache import cached
+from server.middlewares.bearer import job_owner
+from server.routing.stamps import cached, rate_limit
+from server.routing.versions import api_version
 from server.services.cat_facts import fetch_cat_fact
 from server.workers.enqueue import enqueue
 

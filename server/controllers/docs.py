@@ -9,13 +9,14 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from server.auth.stamps import SCOPES, Rate, access_of, needs_token
+from server.auth.policy import SCOPES, Rate, default_rate, needs_token
 from server.config import Config
-from server.controllers.versions import describe_routes
 from server.keys import CONFIG_KEY, OPENAPI_KEY
-from server.middlewares.rate_limit import default_rate
 from server.models.api_token import TOKEN_PREFIX
-from server.openapi import AccessOf, OperationAccess, RouteLike, build_openapi, describe
+from server.routing.meta import meta_of
+from server.routing.openapi import AccessOf, OperationAccess, RouteLike, build_openapi
+from server.routing.stamps import describe
+from server.routing.versions import describe_routes
 
 routes = web.RouteTableDef()
 
@@ -45,7 +46,8 @@ SECURITY_DESCRIPTION = (
     f"An API token (`{TOKEN_PREFIX}...`, made with `python -m server token create`) sent as "
     "`Authorization: Bearer <token>`. An operation's security lists the scopes it needs; one "
     "that also lists an empty requirement serves anonymous calls too. The scopes: "
-    + "; ".join(f"`{name}`: {what}" for name, what in SCOPES.items()) + "."
+    + "; ".join(f"`{name}`: {what}" for name, what in SCOPES.items())
+    + "."
 )
 
 
@@ -56,11 +58,14 @@ def api_access(config: Config) -> AccessOf:
     def access(route: RouteLike, method: str, handler: Any) -> OperationAccess | None:
         if route.version is None:
             return None  # the service pages: neither tokens nor limits
-        declared = access_of(handler)
-        rate = (declared.rate or default) if config.rate_limit.enabled else None
+        declared = meta_of(handler)
+        scopes = declared.scopes if declared is not None else frozenset()
+        read_only = declared is not None and declared.read_only
+        own_rate = declared.rate_limit if declared is not None else None
+        rate = (own_rate or default) if config.rate_limit.enabled else None
         return OperationAccess(
-            needs_token=needs_token(declared, method, public_reads=config.auth.public_reads),
-            scopes=tuple(sorted(declared.scopes)),
+            needs_token=needs_token(scopes, read_only, method, public_reads=config.auth.public_reads),
+            scopes=tuple(sorted(scopes)),
             rate_policy=None if rate is None else rate.policy_header(),
         )
 
@@ -72,12 +77,17 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
     cache = app[OPENAPI_KEY]
     if "document" not in cache:
         document = build_openapi(
-            describe_routes(app), title=TITLE, version=package_version(), description=DESCRIPTION,
-            access=api_access(app[CONFIG_KEY]), security_description=SECURITY_DESCRIPTION,
+            describe_routes(app),
+            title=TITLE,
+            version=package_version(),
+            description=DESCRIPTION,
+            access=api_access(app[CONFIG_KEY]),
+            security_description=SECURITY_DESCRIPTION,
         )
         cache["json"] = json.dumps(document, indent=1).encode()
         cache["document"] = document
-    return cache["document"]
+    built: dict[str, Any] = cache["document"]
+    return built
 
 
 @routes.get("/openapi.json", name="openapi")
@@ -124,24 +134,40 @@ def docs_context(document: dict[str, Any]) -> dict[str, Any]:
                 if name is not None:
                     response = {**components["responses"][name], "component": name}
                 contents = [
-                    {"type": media_type, "ref": _ref_name(media.get("schema")),
-                     "schema": None if _ref_name(media.get("schema")) else _pretty(media.get("schema"))}
+                    {
+                        "type": media_type,
+                        "ref": _ref_name(media.get("schema")),
+                        "schema": None if _ref_name(media.get("schema")) else _pretty(media.get("schema")),
+                    }
                     for media_type, media in response.get("content", {}).items()
                 ]
-                responses.append({"code": code, "description": response.get("description", ""),
-                                  "component": response.get("component"), "contents": contents})
+                responses.append(
+                    {
+                        "code": code,
+                        "description": response.get("description", ""),
+                        "component": response.get("component"),
+                        "contents": contents,
+                    }
+                )
             body = None
             if "requestBody" in operation:
                 schema = operation["requestBody"]["content"]["application/json"]["schema"]
                 name = _ref_name(schema)
                 body = {"ref": name, "schema": _pretty(components["schemas"][name] if name else schema)}
-            groups.setdefault(operation["tags"][0], []).append({
-                "id": operation["operationId"], "method": method.upper(), "path": path,
-                "summary": operation.get("summary", ""), "description": operation.get("description", ""),
-                "parameters": [{**p, "schema": _pretty(p["schema"])} for p in operation.get("parameters", [])],
-                "body": body, "responses": responses, "access": _access_text(operation),
-                "rate_limit": operation.get("x-rate-limit"),
-            })
+            groups.setdefault(operation["tags"][0], []).append(
+                {
+                    "id": operation["operationId"],
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": operation.get("summary", ""),
+                    "description": operation.get("description", ""),
+                    "parameters": [{**p, "schema": _pretty(p["schema"])} for p in operation.get("parameters", [])],
+                    "body": body,
+                    "responses": responses,
+                    "access": _access_text(operation),
+                    "rate_limit": operation.get("x-rate-limit"),
+                }
+            )
     scheme = components.get("securitySchemes", {}).get("bearerAuth")
     return {
         "security": scheme["description"] if scheme else None,

@@ -12,17 +12,14 @@ part: a page of another origin must not read them with the operator's credential
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, MutableMapping
-from typing import Any
+from collections.abc import MutableMapping
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from server.config import CorsConfig
-from server.helpers.problems import problem
 from server.middlewares.auth import INTERNAL_PREFIX, under_prefix
-
-Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
+from server.middlewares.problems import problem
 
 # Request headers a browser sends without asking (Fetch's CORS-safelisted request headers).
 SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
@@ -65,7 +62,9 @@ def cors(config: CorsConfig) -> Middleware | None:
             refused = f"origin {origin!r} is not allowed"
         elif method not in methods:
             refused = f"method {method!r} is not allowed (allowed: {', '.join(sorted(methods)) or 'none'})"
-        elif not any_header and (extra := [h for h in asked if h not in allowed_headers and h not in SAFELISTED_HEADERS]):
+        elif not any_header and (
+            extra := [h for h in asked if h not in allowed_headers and h not in SAFELISTED_HEADERS]
+        ):
             refused = f"request header(s) {', '.join(extra)} not allowed"
         vary = (hdrs.ORIGIN, hdrs.ACCESS_CONTROL_REQUEST_METHOD, hdrs.ACCESS_CONTROL_REQUEST_HEADERS)
         if refused is not None:

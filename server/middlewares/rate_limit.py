@@ -6,7 +6,7 @@ X-Forwarded-For, from the right, that is not a trusted proxy. IPv6 clients are c
 the block one subscriber usually holds. Every limited answer, 429 or not, carries the
 `RateLimit-Policy` and `RateLimit` headers of the IETF httpapi ratelimit-headers draft
 (`"default";q=200;w=2` and `"default";r=199;t=1`); a 429 also carries `Retry-After`.
-The counting happens in Redis (server/auth/rate_limiter.py), so the limit holds across every
+The counting happens in Redis (server/auth/limiter.py), so the limit holds across every
 web process; when Redis fails, requests pass.
 """
 
@@ -14,30 +14,21 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
-from server.auth.stamps import Rate, access_of, parse_rate
+from server.auth.policy import default_rate
 from server.config import RateLimitConfig
-from server.helpers.errors import TooManyRequests, Unauthorized
+from server.errors import TooManyRequests, Unauthorized
 from server.keys import RATE_LIMIT_HEADERS_KEY, RATE_LIMITER_KEY
-from server.middlewares.api_auth import identify
-from server.middlewares.validation import route_handler
+from server.middlewares.bearer import identify
+from server.routing.meta import meta_for
 
-Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FORWARDED_FOR = "X-Forwarded-For"
-
-
-def default_rate(config: RateLimitConfig) -> Rate | None:
-    """`rate_limit.default` as a Rate named "default", or None when there is none."""
-    if not config.default:
-        return None
-    return parse_rate(config.default, burst=config.default_burst, name="default")
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -81,7 +72,8 @@ def rate_limiting(config: RateLimitConfig) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rate = access_of(route_handler(request)).rate or default
+        route = meta_for(request)
+        rate = (route.rate_limit if route is not None else None) or default
         if rate is None:
             return await handler(request)
         try:
@@ -105,7 +97,8 @@ def rate_limiting(config: RateLimitConfig) -> Middleware:
             raise TooManyRequests(
                 f"Too many requests: this route allows {rate.count} every {rate.period} s "
                 f"({rate.burst} at once) per client; retry in {retry_after} s.",
-                retry_after=retry_after, headers=headers,
+                retry_after=retry_after,
+                headers=headers,
             )
         return await handler(request)
 

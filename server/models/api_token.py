@@ -30,17 +30,13 @@ _TOKEN_RE = re.compile(rf"{TOKEN_PREFIX}[0-9A-Za-z]{{{_BODY_LENGTH + _CHECK_LENG
 NAME_MAX = 128
 
 _COLUMNS = "id, name, scopes, created_at, last_used_at, expires_at, revoked_at"
-INSERT_TOKEN_SQL = (
-    "INSERT INTO api_tokens (name, token_hash, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?)"
-)
+INSERT_TOKEN_SQL = "INSERT INTO api_tokens (name, token_hash, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?)"
 SELECT_TOKENS_SQL = f"SELECT {_COLUMNS} FROM api_tokens ORDER BY id"
 SELECT_TOKEN_SQL = f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?"
 SELECT_TOKEN_BY_HASH_SQL = f"SELECT {_COLUMNS} FROM api_tokens WHERE token_hash = ?"
 REVOKE_TOKEN_SQL = "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
 # The guard keeps it to one write a minute per token even when several processes touch it.
-TOUCH_TOKEN_SQL = (
-    "UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
-)
+TOUCH_TOKEN_SQL = "UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
 
 
 def _base62(number: int, length: int) -> str:
@@ -103,7 +99,7 @@ class ApiToken:
         return self.expires_at is not None and self.expires_at <= utc_timestamp(now)
 
     def status(self, now: datetime | None = None) -> str:
-        """"active", "revoked" or "expired"."""
+        """ "active", "revoked" or "expired"."""
         if self.revoked_at is not None:
             return "revoked"
         return "expired" if self.expired(now) else "active"
@@ -125,9 +121,7 @@ async def create_token(
     token = generate_token()
     created = utc_timestamp()
     expires = None if expires_at is None else utc_timestamp(expires_at)
-    token_id, _ = await db.execute(
-        INSERT_TOKEN_SQL, (name, hash_token(token), " ".join(scope_list), created, expires)
-    )
+    token_id, _ = await db.execute(INSERT_TOKEN_SQL, (name, hash_token(token), " ".join(scope_list), created, expires))
     assert token_id is not None
     row = ApiToken(token_id, name, tuple(scope_list), created, None, expires, None)
     return row, token

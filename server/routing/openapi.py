@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from server.helpers.problems import PROBLEM_CONTENT_TYPE
-from server.middlewares.validation import method_handler, request_schemas
-
-H = TypeVar("H", bound=Callable[..., Any])
+from server.errors import PROBLEM_CONTENT_TYPE
+from server.routing.meta import RouteDoc, doc_of, method_handler, schemas_of
 
 OPENAPI_VERSION = "3.1.0"
-DESCRIBE_STAMP = "__openapi__"
 # Operator pages (dashboards) stay out of the public document.
 PRIVATE_PREFIXES = ("/internal",)
 # Methods OpenAPI knows, in the order a class-based view's operations are listed.
@@ -53,65 +50,6 @@ class OperationAccess:
 AccessOf = Callable[[RouteLike, str, Any], OperationAccess | None]
 
 BEARER_SCHEME = "bearerAuth"
-
-
-@dataclass(frozen=True, slots=True)
-class Description:
-    """What a handler may say about itself beyond its schemas; every field is optional."""
-
-    summary: str | None = None
-    description: str | None = None
-    responses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    tags: tuple[str, ...] = ()
-    hidden: bool = False
-
-
-def _response_object(spec: str | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(spec, str):
-        return {"description": spec}
-    if "$ref" in spec:
-        return dict(spec)
-    response = dict(spec)
-    schema = response.pop("schema", None)
-    content_type = response.pop("content_type", "application/json")
-    response.setdefault("description", "")
-    if schema is not None:
-        response["content"] = {content_type: {"schema": schema}}
-    return response
-
-
-def describe(
-    *,
-    summary: str | None = None,
-    description: str | None = None,
-    responses: Mapping[int | str, str | Mapping[str, Any]] | None = None,
-    tags: Iterable[str] = (),
-    hidden: bool = False,
-) -> Callable[[H], H]:
-    """Stamp a handler with documentation for /openapi.json (optional: the schemas say the rest).
-
-    `responses` maps a status code to a description, or to an OpenAPI Response Object in which
-    `schema` (and `content_type`, default application/json) may stand for `content`, or to
-    `problem_response(status)`. A code given here replaces the generated answer for that code.
-    `hidden` keeps the route out.
-    """
-    stamp_value = Description(
-        summary=summary,
-        description=description,
-        responses={str(code): _response_object(spec) for code, spec in (responses or {}).items()},
-        tags=tuple(tags),
-        hidden=hidden,
-    )
-
-    def stamp(handler: H) -> H:
-        setattr(handler, DESCRIBE_STAMP, stamp_value)
-        return handler
-
-    return stamp
-
-
-def description_of(handler: Any) -> Description:
-    return getattr(handler, DESCRIBE_STAMP, None) or Description()
 
 
 def route_operations(route: RouteLike) -> Iterator[tuple[str, Any]]:
@@ -170,8 +108,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 # Status -> (component name, description) of every problem answer the server gives.
 ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The body is not valid JSON, or a query parameter is invalid"),
-    401: ("Unauthorized", "No bearer token where the route needs one, or one that is malformed, unknown, "
-                          "revoked or expired; `WWW-Authenticate: Bearer` says which"),
+    401: (
+        "Unauthorized",
+        "No bearer token where the route needs one, or one that is malformed, unknown, "
+        "revoked or expired; `WWW-Authenticate: Bearer` says which",
+    ),
     403: ("Forbidden", "The token lacks a scope the route needs (`WWW-Authenticate` names it)"),
     404: ("NotFound", "No such resource (an unknown id, or a path parameter out of range)"),
     405: ("MethodNotAllowed", "The path does not serve this method; `Allow` lists those it does"),
@@ -189,8 +130,10 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
 # The IETF httpapi ratelimit-headers draft's fields, on every answer of a rate-limited route.
 RATE_LIMIT_HEADERS: dict[str, Any] = {
     "RateLimit-Policy": {"schema": {"type": "string"}, "description": 'The limit: `"<name>";q=<quota>;w=<window s>`'},
-    "RateLimit": {"schema": {"type": "string"},
-                  "description": 'What is left: `"<name>";r=<remaining>;t=<seconds until whole again>`'},
+    "RateLimit": {
+        "schema": {"type": "string"},
+        "description": 'What is left: `"<name>";r=<remaining>;t=<seconds until whole again>`',
+    },
 }
 
 
@@ -212,8 +155,9 @@ def _error_response_components() -> dict[str, Any]:
         if status == 405:
             response["headers"] = {"Allow": {"schema": {"type": "string"}, "description": "The methods served"}}
         if status in (401, 403):
-            response["headers"] = {"WWW-Authenticate": {
-                "schema": {"type": "string"}, "description": "The RFC 6750 Bearer challenge"}}
+            response["headers"] = {
+                "WWW-Authenticate": {"schema": {"type": "string"}, "description": "The RFC 6750 Bearer challenge"}
+            }
         if status == 429:
             response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}, **RATE_LIMIT_HEADERS}
         if status == 503:
@@ -226,7 +170,8 @@ def _rebase_refs(node: Any, base: str) -> Any:
     """A copy of `node` whose local `$ref`s ("#/...") point inside `base` instead of the document root."""
     if isinstance(node, Mapping):
         return {
-            key: base + value[1:] if key == "$ref" and isinstance(value, str) and value.startswith("#")
+            key: base + value[1:]
+            if key == "$ref" and isinstance(value, str) and value.startswith("#")
             else _rebase_refs(value, base)
             for key, value in node.items()
         }
@@ -277,7 +222,7 @@ def _operation_id(method: str, path: str, taken: set[str]) -> str:
     return candidate
 
 
-def _summary(handler: Any, stamp: Description) -> str | None:
+def _summary(handler: Any, stamp: RouteDoc) -> str | None:
     if stamp.summary:
         return stamp.summary
     doc = _docstring(handler)
@@ -302,7 +247,9 @@ def _parameters(path: str, handler_schemas: Mapping[str, Any], schemas: _Schemas
             if location == "path" and f"{{{name}}}" not in path:
                 continue
             param: dict[str, Any] = {
-                "name": name, "in": location, "required": location == "path" or name in required,
+                "name": name,
+                "in": location,
+                "required": location == "path" or name in required,
                 "schema": prop,
             }
             if isinstance(prop, Mapping) and isinstance(prop.get("description"), str):
@@ -325,11 +272,15 @@ def _media_with_ref(media: Mapping[str, Any], schemas: _Schemas, hint: str) -> d
 
 
 def _operation(
-    method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str],
+    method: str,
+    route: RouteLike,
+    handler: Any,
+    schemas: _Schemas,
+    taken: set[str],
     access: OperationAccess | None = None,
 ) -> dict[str, Any]:
-    stamp = description_of(handler)
-    stamped = request_schemas(handler)
+    stamp = doc_of(handler)
+    stamped = schemas_of(handler)
     hint = _handler_hint(handler)
     tags = [f"v{route.version}" if route.version is not None else "pages", *stamp.tags]
     operation: dict[str, Any] = {"operationId": _operation_id(method, route.path, taken), "tags": tags}
@@ -385,8 +336,13 @@ def _operation(
 
 
 def build_openapi(
-    routes: Iterable[RouteLike], *, title: str, version: str, description: str = "",
-    access: AccessOf | None = None, security_description: str = "",
+    routes: Iterable[RouteLike],
+    *,
+    title: str,
+    version: str,
+    description: str = "",
+    access: AccessOf | None = None,
+    security_description: str = "",
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every public operation of `routes` (see `describe_routes`).
 
@@ -402,23 +358,25 @@ def build_openapi(
         if not is_public(route):
             continue
         for method, handler in route_operations(route):
-            if description_of(handler).hidden:
+            if doc_of(handler).hidden:
                 continue
             rules = access(route, method, handler) if access is not None else None
             secured = secured or rules is not None
-            paths.setdefault(route.path, {})[method.lower()] = _operation(
-                method, route, handler, schemas, taken, rules
-            )
+            paths.setdefault(route.path, {})[method.lower()] = _operation(method, route, handler, schemas, taken, rules)
             if route.version is not None:
                 versions.add(route.version)
     tags = [{"name": f"v{v}", "description": f"API version {v}, under /api/v{v}"} for v in sorted(versions)]
     tags.append({"name": "pages", "description": "Service pages outside the versioned API"})
     components: dict[str, Any] = {"schemas": schemas.by_name, "responses": _error_response_components()}
     if secured:
-        components["securitySchemes"] = {BEARER_SCHEME: {
-            "type": "http", "scheme": "bearer", "bearerFormat": "opaque token",
-            "description": security_description or "An API token: `Authorization: Bearer <token>`",
-        }}
+        components["securitySchemes"] = {
+            BEARER_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "opaque token",
+                "description": security_description or "An API token: `Authorization: Bearer <token>`",
+            }
+        }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version, "description": description},

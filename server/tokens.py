@@ -17,12 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from server.auth.grants import publish_revocation
-from server.auth.rate_limiter import REDIS_ERRORS
-from server.auth.stamps import SCOPES
+from server.auth.limiter import REDIS_ERRORS
+from server.auth.policy import check_scopes
 from server.config import Config
 from server.models import api_token
 from server.models.api_token import ApiToken
 from server.models.database import Database
+from server.models.migrate import prepare_database
+from server.resources import make_database, make_redis
 
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -36,21 +38,9 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
-def check_scopes(scopes: Sequence[str]) -> list[str]:
-    """The scopes, each once, in order; raises ValueError naming any that does not exist."""
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown:
-        known = ", ".join(sorted(SCOPES))
-        raise ValueError(f"unknown scope {unknown[0]!r}; the scopes are {known}")
-    return list(dict.fromkeys(scopes))
-
-
 @asynccontextmanager
 async def open_database(config: Config) -> AsyncIterator[Database]:
     """The configured database, migrated as start-up would; raises SchemaError when it cannot be."""
-    from server.app import make_database  # the assembly layer builds resources (see house layout)
-    from server.models.migrate import prepare_database
-
     db = make_database(config)
     await db.open()
     try:
@@ -80,8 +70,6 @@ async def revoke_token(config: Config, token_id: int) -> tuple[ApiToken | None, 
         token = await api_token.revoke_token(db, token_id)
     if token is None:
         return None, None
-    from server.app import make_redis
-
     redis = make_redis(config, socket_timeout=config.redis.socket_timeout)
     try:
         async with asyncio.timeout(config.redis.socket_timeout + config.redis.connect_timeout):
@@ -95,15 +83,17 @@ async def revoke_token(config: Config, token_id: int) -> tuple[ApiToken | None, 
 
 def describe(token: ApiToken) -> str:
     """One line of `token list`: the id first, never the token."""
-    return "\t".join([
-        str(token.id),
-        token.name,
-        f"scopes={','.join(token.scopes) or '-'}",
-        f"created={token.created_at}",
-        f"last_used={token.last_used_at or 'never'}",
-        f"expires={token.expires_at or 'never'}",
-        token.status(),
-    ])
+    return "\t".join(
+        [
+            str(token.id),
+            token.name,
+            f"scopes={','.join(token.scopes) or '-'}",
+            f"created={token.created_at}",
+            f"last_used={token.last_used_at or 'never'}",
+            f"expires={token.expires_at or 'never'}",
+            token.status(),
+        ]
+    )
 
 
 async def token_command(config: Config, action: str, args: dict[str, object], out: TextIO = sys.stdout) -> int:
@@ -114,14 +104,19 @@ async def token_command(config: Config, action: str, args: dict[str, object], ou
             expires = args.get("expires")
             expires_in = parse_duration(str(expires)) if expires else None
             token, secret = await create_token(
-                config, name=str(args["name"]), scopes=list(args.get("scope") or []),  # type: ignore[call-overload]
+                config,
+                name=str(args["name"]),
+                scopes=list(args.get("scope") or []),  # type: ignore[call-overload]
                 expires_in=expires_in,
             )
         except ValueError as exc:
             print(f"token create: {exc}", file=err)
             return 2
-        print(f"created token {token.id} {token.name!r}: scopes {' '.join(token.scopes) or '(none)'}, "
-              f"expires {token.expires_at or 'never'}. It is shown once; keep it now:", file=out)
+        print(
+            f"created token {token.id} {token.name!r}: scopes {' '.join(token.scopes) or '(none)'}, "
+            f"expires {token.expires_at or 'never'}. It is shown once; keep it now:",
+            file=out,
+        )
         print(secret, file=out)
         return 0
     if action == "list":
@@ -131,13 +126,16 @@ async def token_command(config: Config, action: str, args: dict[str, object], ou
         return 0
     if action == "revoke":
         token_id = int(args["id"])  # type: ignore[call-overload]
-        token, listeners = await revoke_token(config, token_id)
-        if token is None:
+        revoked, listeners = await revoke_token(config, token_id)
+        if revoked is None:
             print(f"token revoke: no token with id {token_id}", file=err)
             return 1
-        print(f"token {token.id} {token.name!r} revoked at {token.revoked_at}", file=out)
+        print(f"token {revoked.id} {revoked.name!r} revoked at {revoked.revoked_at}", file=out)
         if listeners is None:
-            print(f"Redis could not be reached: running servers refuse the token within "
-                  f"{config.auth.cache_ttl:g} s (auth.cache_ttl)", file=err)
+            print(
+                f"Redis could not be reached: running servers refuse the token within "
+                f"{config.auth.cache_ttl:g} s (auth.cache_ttl)",
+                file=err,
+            )
         return 0
     raise ValueError(f"unknown token action {action!r}")

@@ -3,28 +3,25 @@
 `Authorization: Bearer <token>`. A request without the header is anonymous; one with a header
 that is not a valid token (malformed, unknown, revoked, expired) answers 401 on every API route,
 public ones included, so a client never mistakes a broken token for access. Whether an anonymous
-request may pass, and which scopes a token needs, come from the route's stamps
-(server/auth/stamps.py) and `auth.public_reads`. Answers follow RFC 6750: 401 with
+request may pass, and which scopes a token needs, come from the route's RouteMeta (`@requires`,
+`@read_only`) and `auth.public_reads` (server/auth/policy.py). Answers follow RFC 6750: 401 with
 `WWW-Authenticate: Bearer`, 403 with `error="insufficient_scope"`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import cast
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from server.auth.grants import Grant, InvalidToken
-from server.auth.stamps import access_of, needs_token
+from server.auth.policy import needs_token
 from server.config import AuthConfig
-from server.helpers.errors import Forbidden, Unauthorized
+from server.errors import Forbidden, Unauthorized
 from server.keys import GRANTS_KEY, IDENTITY_KEY
-from server.middlewares.validation import route_handler
 from server.models.api_token import well_formed
-
-Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
+from server.routing.meta import meta_for
 
 REALM = "api"
 # Owner recorded on a job enqueued without a token: whoever holds its key may read it.
@@ -57,6 +54,7 @@ def bearer_token(header: str) -> str | None:
 
 
 _UNSET = object()
+_NO_SCOPES: frozenset[str] = frozenset()
 
 
 async def identify(request: web.Request) -> Grant | None:
@@ -71,7 +69,7 @@ async def identify(request: web.Request) -> Grant | None:
         request[IDENTITY_KEY] = found
     if isinstance(found, Unauthorized):
         raise found
-    return found  # type: ignore[return-value]
+    return cast(Grant | None, found)
 
 
 async def _identify(request: web.Request) -> Grant | Unauthorized | None:
@@ -89,7 +87,7 @@ async def _identify(request: web.Request) -> Grant | Unauthorized | None:
         return Unauthorized(detail, headers=challenge("invalid_token", "unknown, revoked or expired token"))
 
 
-def api_auth(config: AuthConfig) -> Middleware:
+def bearer_auth(config: AuthConfig) -> Middleware:
     """The middleware of the API sub-apps enforcing tokens and scopes for `config`'s policy."""
     public_reads = config.public_reads
 
@@ -98,17 +96,19 @@ def api_auth(config: AuthConfig) -> Middleware:
         if request.match_info.http_exception is not None:
             return await handler(request)  # no such route or method: its 404/405 tells nothing secret
         grant = await identify(request)
-        access = access_of(route_handler(request))
+        route = meta_for(request)
+        scopes = route.scopes if route is not None else _NO_SCOPES
         if grant is None:
-            if needs_token(access, request.method, public_reads=public_reads):
+            read_only = route is not None and route.read_only
+            if needs_token(scopes, read_only, request.method, public_reads=public_reads):
                 raise Unauthorized(
                     "This route needs a bearer token (Authorization: Bearer <token>).", headers=challenge()
                 )
-        elif not access.scopes <= grant.scopes:
-            missing = " ".join(sorted(access.scopes - grant.scopes))
+        elif not scopes <= grant.scopes:
+            missing = " ".join(sorted(scopes - grant.scopes))
             raise Forbidden(
                 f"The token lacks the scope this route needs: {missing}.",
-                headers=challenge("insufficient_scope", scope=" ".join(sorted(access.scopes))),
+                headers=challenge("insufficient_scope", scope=" ".join(sorted(scopes))),
             )
         return await handler(request)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from server.auth.stamps import Rate
+from server.auth.policy import Rate
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class RateLimiter:
         try:
             async with asyncio.timeout(self._timeout):
                 allowed, remaining, retry_after, reset_after = await self._script(
-                    keys=[f"{self._prefix}:{rate.name}:{key}"], args=[rate.interval, rate.burst],
+                    keys=[f"{self._prefix}:{rate.name}:{key}"],
+                    args=[rate.interval, rate.burst],
                     client=self._redis,
                 )
         except REDIS_ERRORS as exc:
@@ -97,5 +98,6 @@ class RateLimiter:
             self.down_since = now
             log.warning(
                 "rate limiting off: Redis fails (%s: %s); requests pass unlimited until it answers",
-                type(exc).__name__, exc,
+                type(exc).__name__,
+                exc,
             )
