@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-run
+# Where `make run` keeps data and generated secrets (server/supervision.py: VAR_DIR, default var).
+VAR_DIR ?= var
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
@@ -95,6 +97,9 @@ clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis bench/results/tmp
 
 ## API tokens, e.g. make token ARGS="create --name ci --scope users:write --expires 30d",
-## make token ARGS=list, make token ARGS="revoke 3".
+## make token ARGS=list, make token ARGS="revoke 3". A revocation reaches the servers of a running
+## `make run` through its Redis, whose generated password is in $(VAR_DIR)/redis_password.
 token: install
-	@$(VPY) -m server token $(ARGS)
+	@if [ -z "$$REDIS_PASSWORD$$REDIS_PASSWORD_FILE" ] && [ -f "$(VAR_DIR)/redis_password" ]; then \
+	  export REDIS_PASSWORD_FILE="$(VAR_DIR)/redis_password"; fi; \
+	  $(VPY) -m server token $(ARGS)

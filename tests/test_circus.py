@@ -28,6 +28,7 @@ from test_redis_binary import debian_layout
 
 from server.config import PROJECT_ROOT, Config, load_config
 from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.middlewares.bearer import ANONYMOUS_OWNER
 from server.redis_binary import find_redis_server
 from server.services.circus_status import read_circus_status
 from server.services.queues import build_queues
@@ -378,7 +379,10 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         # A SIGKILLed worker's running job is run again and completed by another worker.
         queues = build_queues(config, worker=False)
         try:
-            job = await enqueue({QUEUES_KEY: queues, CONFIG_KEY: config}, "slow_job", seconds=3, timeout=4)
+            # Owned by an anonymous client, as /baz's jobs are: whoever holds the key reads it.
+            job = await enqueue(
+                {QUEUES_KEY: queues, CONFIG_KEY: config}, "slow_job", owner=ANONYMOUS_OWNER, seconds=3, timeout=4
+            )
 
             async def job_status(*wanted: str) -> bool:
                 status, body = await get_json(session, f"{base}/api/v1/jobs/{job.key}")

@@ -74,12 +74,15 @@ async def loop_lag_probe(interval: float = 0.01):
             await task
 
 
-async def test_fail_sends_one_notice_with_context_and_filtered_secrets(hb_client, honeybadger_collector):
+async def test_fail_sends_one_notice_with_context_and_filtered_secrets(
+    hb_client, honeybadger_collector, make_token, hb_config
+):
+    token = await make_token(config=hb_config)  # a valid one: a bad token is refused (401) before /fail runs
     resp = await hb_client.get(
         "/api/v1/fail?password=hunter2&token=x&keep=visible&keep=twice",
         headers={
             "X-Request-ID": "hb-fail-1",
-            "Authorization": "Bearer s3cr3t",
+            "Authorization": f"Bearer {token}",
             "X-Api-Key": "k3y",
             "Cookie": "session=c00kie",
             "User-Agent": "tests",
@@ -118,7 +121,7 @@ async def test_fail_sends_one_notice_with_context_and_filtered_secrets(hb_client
     assert notice["server"]["environment_name"] == "test"
     assert notice["notifier"]["name"] == "Honeybadger for Python"
     raw = json.dumps(notice)
-    for secret in ("hunter2", "s3cr3t", "k3y", "c00kie"):
+    for secret in ("hunter2", token, token[5:], "k3y", "c00kie"):
         assert secret not in raw
 
 

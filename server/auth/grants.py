@@ -9,7 +9,7 @@ long a revoked token still works. A process that loses its subscription forgets 
 when it subscribes again, since it may have missed revocations meanwhile.
 
 A token's `last_used_at` is written at most once per `auth.last_used_interval` per process, by
-a task of its own, never by the request that used it.
+a task of its own, never by the request that used it. Measured: docs/decisions.md, "API tokens".
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ GCRA (the generic cell rate algorithm) keeps one number per client and limit, th
 arrival time of its next request; a request is allowed when that time is less than `burst`
 intervals ahead of now. It behaves as a token bucket of `burst` refilled at the rate, takes one
 round trip, and reads the clock of Redis, so processes with different clocks agree.
-Knows nothing of HTTP: it takes a key and a Rate, and answers a Decision.
+Knows nothing of HTTP: it takes a key and a Rate, and answers a Decision. Why GCRA and failing
+open: docs/decisions.md, "Rate limits: GCRA in one Lua script".
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ is answered here and never reaches a handler: 204 with the allowed methods and h
 allowed origin, 403 problem details otherwise. Other requests from an allowed origin get
 Access-Control-Allow-Origin on their answer, errors included; from any other origin they are
 served without it, so the browser keeps the answer from the page. The internal pages never take
-part: a page of another origin must not read them with the operator's credentials.
+part: a page of another origin must not read them with the operator's credentials
+(docs/decisions.md, "CORS on the root app").
 """
 
 from __future__ import annotations

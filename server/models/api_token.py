@@ -4,7 +4,7 @@ A token is `asrv_` followed by 43 base62 characters carrying 256 random bits and
 CRC-32 checksum over them. The prefix lets people and secret scanners recognise a leaked token;
 the checksum lets the server refuse a mistyped or made-up one without a database lookup. Only
 the SHA-256 of a token is stored: a token holds 256 random bits, so a fast hash is enough (a
-slow KDF protects guessable passwords, which these are not).
+slow KDF protects guessable passwords, which these are not; docs/decisions.md, "API tokens").
 """
 
 from __future__ import annotations

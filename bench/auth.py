@@ -1,0 +1,167 @@
+"""Benchmark: what a bearer token and the rate limiter cost on GET /api/v1/foo.
+
+The real server (`python -m server serve`) runs in its own process with a throwaway redis-server,
+both pinned to core 0, and `wrk` on core 1 (when taskset exists). Two server configs, started in
+turn each round: rate limiting on (a default so high it never refuses, so every request makes
+its Redis round trip) and off. In each, `wrk` loads foo anonymously and with a token made by
+`python -m server token create`, alternating which goes first. Reported, as medians over rounds
+of ratios taken within a round:
+
+- token / anonymous, limits on and off (the issue's target: at least 0.9);
+- limits on / limits off, anonymous (what the rate limiter's Redis round trip costs).
+
+    .venv/bin/python -m bench.auth [--rounds 3] [--seconds 4] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from server.config import load_config
+from testing.redis import RedisProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PATH = "/api/v1/foo"
+SERVER_CORE, LOAD_CORE = 0, 1
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+
+
+def write_config(path: Path, db: Path, redis_url: str, *, limits: bool) -> Path:
+    """Settings only: the bench's database and Redis, quiet logs, limits on (never reached) or off."""
+    raw = {
+        "server": {"host": "127.0.0.1", "access_log": False, "shutdown_timeout": 2},
+        "logging": {"level": "WARNING"},
+        "database": {"path": str(db)},
+        "redis": {"url": redis_url},
+        "queue": {"embedded_worker": False},
+        "honeybadger": {"api_key": "", "environment": "bench"},
+        "rate_limit": {"enabled": limits, "default": "999999999/s", "default_burst": 999999999},
+    }
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    load_config(path)
+    return path
+
+
+def make_token(config: Path) -> str:
+    done = subprocess.run(
+        [PY, "-m", "server", "--config", str(config), "token", "create", "--name", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def server(config: Path) -> Iterator[str]:
+    port = free_port()
+    argv = pinned(SERVER_CORE, [PY, "-m", "server", "--config", str(config), "serve", "--port", str(port)])
+    proc = subprocess.Popen(argv, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the server did not start (exit {proc.poll()})") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wrk(url: str, seconds: int, connections: int, token: str | None) -> float:
+    headers = ["-H", f"Authorization: Bearer {token}"] if token else []
+    argv = pinned(LOAD_CORE, ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", *headers, url])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"non-2xx answers from {url}:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise SystemExit(f"wrk printed no rate:\n{out}")
+    return float(match.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed (apt-get install wrk)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-auth-"))
+    rates: dict[tuple[bool, str], list[float]] = {}
+    try:
+        with RedisProcess() as redis:
+            if shutil.which("taskset") and redis.proc is not None:
+                subprocess.run(["taskset", "-pc", str(SERVER_CORE), str(redis.proc.pid)], capture_output=True)
+            configs = {
+                limits: write_config(tmp / f"config-{limits}.yaml", tmp / "bench.db", redis.url, limits=limits)
+                for limits in (True, False)
+            }
+            token = make_token(configs[True])
+            for n in range(args.rounds):
+                for limits in (True, False):
+                    with server(configs[limits]) as base:
+                        url = base + PATH
+                        wrk(url, 1, args.connections, token)  # warm-up: the token is cached from here on
+                        order = [("anonymous", None), ("token", token)]
+                        for who, sent in order if n % 2 == 0 else reversed(order):
+                            rps = wrk(url, args.seconds, args.connections, sent)
+                            rates.setdefault((limits, who), []).append(rps)
+                            print(f"round {n + 1} limits {'on ' if limits else 'off'} {who:9} {rps:9.0f} req/s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def ratio(top: tuple[bool, str], bottom: tuple[bool, str]) -> tuple[float, float, float]:
+        values = [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
+        return statistics.median(values), min(values), max(values)
+
+    print()
+    for limits in (True, False):
+        for who in ("anonymous", "token"):
+            median = statistics.median(rates[(limits, who)])
+            print(f"median limits {'on ' if limits else 'off'} {who:9} {median:9.0f} req/s")
+    for label, top, bottom in (
+        ("token / anonymous, limits on ", (True, "token"), (True, "anonymous")),
+        ("token / anonymous, limits off", (False, "token"), (False, "anonymous")),
+        ("limits on / off, anonymous   ", (True, "anonymous"), (False, "anonymous")),
+        ("limits on / off, token       ", (True, "token"), (False, "token")),
+    ):
+        median, low, high = ratio(top, bottom)
+        print(f"{label}: {median:.2f} ({low:.2f}-{high:.2f})")
+    print(f"cpu count {os.cpu_count()}, {args.rounds} rounds of {args.seconds} s, {args.connections} connections")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
