@@ -187,3 +187,14 @@ async def test_limits_live_in_redis_under_the_prefix(tmp_path, redis_url, aiohtt
         assert 0 < await redis.ttl(keys[0]) <= 60  # gone once the allowance is whole again
     finally:
         await redis.aclose()
+
+
+async def test_a_rate_finer_than_redis_clock_still_answers(tmp_path, redis_url, aiohttp_client, caplog):
+    # 999999999/s: an interval below the script's time resolution (the key's expiry must stay >= 1 s).
+    config = limited_config(tmp_path, redis_url, default="999999999/s", default_burst=999999999)
+    client = await aiohttp_client(create_app(config))
+    with caplog.at_level(logging.WARNING, logger="server.auth.limiter"):
+        for _ in range(20):
+            resp = await client.get("/api/v1/foo")
+            assert resp.status == 200 and resp.headers["RateLimit"].startswith('"default";r=')
+    assert not caplog.records

@@ -26,7 +26,7 @@ from redis.asyncio.client import PubSub
 
 from server.auth.limiter import REDIS_ERRORS
 from server.config import AuthConfig
-from server.models.api_token import ApiToken, find_token_by_hash, hash_token, touch_tokens
+from server.models.api_token import ApiToken, find_token_by_hash, hash_token, touch_tokens, well_formed
 from server.models.base import utc_timestamp
 from server.models.database import Database
 
@@ -37,6 +37,10 @@ REVOCATION_CHANNEL = "auth:revoked"
 
 class InvalidToken(Exception):
     """The token is unknown, revoked or expired; the message says which, for the logs."""
+
+
+class MalformedToken(InvalidToken):
+    """Not a token this server made: a typo, or made up (its checksum does not match)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +82,15 @@ class TokenGrants:
         self.lookups = 0  # database lookups, for tests and curiosity
 
     async def resolve(self, token: str) -> Grant:
-        """The grant of a well-formed token; raises InvalidToken when it is unknown, revoked or expired."""
+        """The grant of a token of our shape (`has_token_shape`); raises MalformedToken when its
+        checksum is wrong, InvalidToken when it is unknown, revoked or expired."""
         digest = hash_token(token)
         now = self._clock()
         entry = self._known.get(digest) or self._unknown.get(digest)
         if entry is None or entry[1] <= now:
+            # Only checked tokens are ever cached, so a hit skips the checksum.
+            if not well_formed(token):
+                raise MalformedToken("the checksum does not match")
             entry = await self._load(digest, now)
         grant = entry[0]
         if grant is None:

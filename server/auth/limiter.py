@@ -39,7 +39,7 @@ local diff = now - (new_tat - interval * burst)
 if diff < 0 then
   return {0, 0, tostring(-diff), tostring(tat - now)}
 end
-redis.call('SET', KEYS[1], tostring(new_tat), 'EX', math.ceil(new_tat - now))
+redis.call('SET', KEYS[1], tostring(new_tat), 'EX', math.max(1, math.ceil(new_tat - now)))
 return {1, math.floor(diff / interval), '0', tostring(new_tat - now)}
 """
 

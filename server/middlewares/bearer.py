@@ -15,12 +15,12 @@ from typing import cast
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from server.auth.grants import Grant, InvalidToken
+from server.auth.grants import Grant, InvalidToken, MalformedToken
 from server.auth.policy import needs_token
 from server.config import AuthConfig
 from server.errors import Forbidden, Unauthorized
 from server.keys import GRANTS_KEY, IDENTITY_KEY
-from server.models.api_token import well_formed
+from server.models.api_token import has_token_shape
 from server.routing.meta import meta_for
 
 REALM = "api"
@@ -43,12 +43,13 @@ def challenge(error: str | None = None, description: str | None = None, scope: s
 
 
 def bearer_token(header: str) -> str | None:
-    """The token of an `Authorization: Bearer <token>` value when it has our shape, else None."""
+    """The token of an `Authorization: Bearer <token>` value when it has our shape, else None
+    (the checksum is checked by the grant cache, only for a token it has not seen)."""
     if len(header) > _MAX_HEADER:
         return None
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not well_formed(token):
+    if scheme.lower() != "bearer" or not has_token_shape(token):
         return None
     return token
 
@@ -77,11 +78,13 @@ async def _identify(request: web.Request) -> Grant | Unauthorized | None:
     if header is None:
         return None
     token = bearer_token(header)
-    if token is None:
+    try:
+        if token is None:
+            raise MalformedToken("not our shape")
+        return await request.config_dict[GRANTS_KEY].resolve(token)
+    except MalformedToken:
         detail = "The Authorization header is not a bearer token of this server (Authorization: Bearer <token>)."
         return Unauthorized(detail, headers=challenge("invalid_token", "malformed token"))
-    try:
-        return await request.config_dict[GRANTS_KEY].resolve(token)
     except InvalidToken:
         detail = "The bearer token is not valid: unknown, revoked or expired."
         return Unauthorized(detail, headers=challenge("invalid_token", "unknown, revoked or expired token"))
