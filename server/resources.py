@@ -91,7 +91,7 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     grants = TokenGrants(app[DB_KEY], config.auth)
     app[GRANTS_KEY] = grants
-    app[RATE_LIMITER_KEY] = RateLimiter(
+    app[RATE_LIMITER_KEY] = limiter = RateLimiter(
         app[REDIS_KEY],
         prefix=config.rate_limit.prefix,
         timeout=config.redis.socket_timeout,
@@ -104,6 +104,7 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await listener.stop()
+        await limiter.close()
         await grants.close()  # last-used times still pending, while the database is open
 
 

@@ -198,3 +198,17 @@ async def test_a_rate_finer_than_redis_clock_still_answers(tmp_path, redis_url, 
             resp = await client.get("/api/v1/foo")
             assert resp.status == 200 and resp.headers["RateLimit"].startswith('"default";r=')
     assert not caplog.records
+
+
+async def test_concurrent_requests_on_two_instances_get_exactly_the_burst(tmp_path, redis_url, aiohttp_client):
+    """Requests arriving together are counted in one pipeline per round trip: still exact."""
+    config = limited_config(tmp_path, redis_url, default="1/m", default_burst=30)
+    first = await aiohttp_client(create_app(config))
+    second = await aiohttp_client(create_app(config))
+    responses = await asyncio.gather(*((first, second)[n % 2].get("/api/v1/foo") for n in range(80)))
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [200] * 30 + [429] * 50
+    assert sorted(remaining(r) for r in responses if r.status == 200) == list(range(30))
+    limiters = [client.server.app[RATE_LIMITER_KEY] for client in (first, second)]
+    assert sum(limiter.decided for limiter in limiters) == 80
+    assert sum(limiter.round_trips for limiter in limiters) < 80  # batched
