@@ -81,17 +81,31 @@ class TokenGrants:
         self._touch_task: asyncio.Task[None] | None = None
         self.lookups = 0  # database lookups, for tests and curiosity
 
-    async def resolve(self, token: str) -> Grant:
-        """The grant of a token of our shape (`has_token_shape`); raises MalformedToken when its
-        checksum is wrong, InvalidToken when it is unknown, revoked or expired."""
-        digest = hash_token(token)
+    def cached(self, token: str) -> Grant | None:
+        """The grant of a token this process knows (no await: the hot path), None when it must be
+        looked up with `resolve`. Raises InvalidToken when it is known to be unknown, revoked or
+        expired. Only checksummed tokens are ever cached, so a hit skips the checksum."""
         now = self._clock()
-        entry = self._known.get(digest) or self._unknown.get(digest)
+        entry = self._known.get(hash_token(token))
+        if entry is None:
+            entry = self._unknown.get(hash_token(token))
         if entry is None or entry[1] <= now:
-            # Only checked tokens are ever cached, so a hit skips the checksum.
-            if not well_formed(token):
-                raise MalformedToken("the checksum does not match")
-            entry = await self._load(digest, now)
+            return None
+        return self._granted(entry, now)
+
+    async def resolve(self, token: str) -> Grant:
+        """The grant of a token of our shape (`has_token_shape`), from the cache or the database;
+        raises MalformedToken when its checksum is wrong, InvalidToken when it is unknown, revoked
+        or expired."""
+        grant = self.cached(token)
+        if grant is not None:
+            return grant
+        if not well_formed(token):
+            raise MalformedToken("the checksum does not match")
+        now = self._clock()
+        return self._granted(await self._load(hash_token(token), now), now)
+
+    def _granted(self, entry: _Entry, now: float) -> Grant:
         grant = entry[0]
         if grant is None:
             raise InvalidToken("unknown or revoked token")
@@ -139,10 +153,8 @@ class TokenGrants:
             older_than = utc_timestamp(datetime.now(UTC) - timedelta(seconds=self._touch_interval))
             try:
                 await touch_tokens(self._db, used, older_than)
-            except Exception as exc:  # a busy or read-only database: the next use tries again
+            except Exception as exc:  # a busy or read-only database: tried again an interval later
                 log.warning("could not record when tokens were last used: %r", exc)
-                for token_id in used:
-                    self._last_touch.pop(token_id, None)
 
     async def close(self) -> None:
         """Finish writing last-used times (call before the database closes)."""

@@ -10,12 +10,13 @@ request may pass, and which scopes a token needs, come from the route's RouteMet
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import Generic, TypeVar, cast
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from server.auth.grants import Grant, InvalidToken, MalformedToken
+from server.auth.grants import Grant, InvalidToken, MalformedToken, TokenGrants
 from server.auth.policy import needs_token
 from server.config import AuthConfig
 from server.errors import Forbidden, Unauthorized
@@ -54,51 +55,95 @@ def bearer_token(header: str) -> str | None:
     return token
 
 
+T = TypeVar("T")
+
 _UNSET = object()
 _NO_SCOPES: frozenset[str] = frozenset()
 
 
-async def identify(request: web.Request) -> Grant | None:
+class AppResource(Generic[T]):
+    """An app resource a middleware reads on every request, looked up once: `request.config_dict`
+    builds a new ChainMapProxy on each access, which costs more than the token check itself."""
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self, key: web.AppKey[T]) -> None:
+        self._key = key
+        self._value: T | None = None
+
+    def __call__(self, request: web.Request) -> T:
+        if self._value is None:
+            self._value = request.config_dict[self._key]
+        return self._value
+
+
+async def identify(request: web.Request, grants: Callable[[web.Request], TokenGrants] | None = None) -> Grant | None:
     """The grant of the request's token, None without an Authorization header (anonymous).
 
     Raises Unauthorized (401) for a header that is not a valid token. Worked out once per
-    request: the rate limiter and the auth middleware both ask.
+    request (the rate limiter and the auth middleware both ask); a token this process has seen
+    costs a hash and a dict lookup, no await. `grants` finds the app's TokenGrants (default:
+    through `request.config_dict`).
     """
     found = request.get(IDENTITY_KEY, _UNSET)
     if found is _UNSET:
-        found = await _identify(request)
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if header is None:
+            found = None
+        else:
+            store = grants(request) if grants is not None else request.config_dict[GRANTS_KEY]
+            found = _from_cache(store, header)
+            if found is _UNSET:
+                found = await _resolve(store, header)
         request[IDENTITY_KEY] = found
     if isinstance(found, Unauthorized):
         raise found
     return cast(Grant | None, found)
 
 
-async def _identify(request: web.Request) -> Grant | Unauthorized | None:
-    header = request.headers.get(hdrs.AUTHORIZATION)
-    if header is None:
-        return None
+def _malformed() -> Unauthorized:
+    detail = "The Authorization header is not a bearer token of this server (Authorization: Bearer <token>)."
+    return Unauthorized(detail, headers=challenge("invalid_token", "malformed token"))
+
+
+def _invalid() -> Unauthorized:
+    detail = "The bearer token is not valid: unknown, revoked or expired."
+    return Unauthorized(detail, headers=challenge("invalid_token", "unknown, revoked or expired token"))
+
+
+def _from_cache(grants: TokenGrants, header: str) -> object:
+    """The identity when it is settled without I/O (a cached or malformed token), else _UNSET."""
     token = bearer_token(header)
+    if token is None:
+        return _malformed()
     try:
-        if token is None:
-            raise MalformedToken("not our shape")
-        return await request.config_dict[GRANTS_KEY].resolve(token)
-    except MalformedToken:
-        detail = "The Authorization header is not a bearer token of this server (Authorization: Bearer <token>)."
-        return Unauthorized(detail, headers=challenge("invalid_token", "malformed token"))
+        grant = grants.cached(token)
     except InvalidToken:
-        detail = "The bearer token is not valid: unknown, revoked or expired."
-        return Unauthorized(detail, headers=challenge("invalid_token", "unknown, revoked or expired token"))
+        return _invalid()
+    return _UNSET if grant is None else grant
+
+
+async def _resolve(grants: TokenGrants, header: str) -> Grant | Unauthorized:
+    token = bearer_token(header)
+    assert token is not None  # _from_cache answered the malformed ones
+    try:
+        return await grants.resolve(token)
+    except MalformedToken:
+        return _malformed()
+    except InvalidToken:
+        return _invalid()
 
 
 def bearer_auth(config: AuthConfig) -> Middleware:
     """The middleware of the API sub-apps enforcing tokens and scopes for `config`'s policy."""
     public_reads = config.public_reads
+    grants = AppResource(GRANTS_KEY)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.http_exception is not None:
             return await handler(request)  # no such route or method: its 404/405 tells nothing secret
-        grant = await identify(request)
+        grant = await identify(request, grants)
         route = meta_for(request)
         scopes = route.scopes if route is not None else _NO_SCOPES
         if grant is None:

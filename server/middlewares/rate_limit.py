@@ -22,8 +22,8 @@ from aiohttp.typedefs import Handler, Middleware
 from server.auth.policy import default_rate
 from server.config import RateLimitConfig
 from server.errors import TooManyRequests, Unauthorized
-from server.keys import RATE_LIMIT_HEADERS_KEY, RATE_LIMITER_KEY
-from server.middlewares.bearer import identify
+from server.keys import GRANTS_KEY, RATE_LIMIT_HEADERS_KEY, RATE_LIMITER_KEY
+from server.middlewares.bearer import AppResource, identify
 from server.routing.meta import meta_for
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -69,6 +69,8 @@ def rate_limiting(config: RateLimitConfig) -> Middleware:
     """The rate-limit middleware of the API sub-apps for `config` (the limiter is the app's)."""
     default = default_rate(config)
     proxies: list[Network] = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
+    grants = AppResource(GRANTS_KEY)
+    limiter = AppResource(RATE_LIMITER_KEY)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -77,14 +79,14 @@ def rate_limiting(config: RateLimitConfig) -> Middleware:
         if rate is None:
             return await handler(request)
         try:
-            grant = await identify(request)
+            grant = await identify(request, grants)
         except Unauthorized:
             grant = None  # counted by address; the auth middleware answers 401
         if grant is not None:
             client = f"token:{grant.token_id}"
         else:
             client = "ip:" + client_address(request.remote, request.headers.getall(FORWARDED_FOR, ()), proxies)
-        decision = await request.config_dict[RATE_LIMITER_KEY].hit(client, rate)
+        decision = await limiter(request).hit(client, rate)
         if decision is None:  # Redis cannot tell: fail open
             return await handler(request)
         headers = {
