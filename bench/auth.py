@@ -71,8 +71,13 @@ def make_token(config: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def server(config: Path) -> Iterator[str]:
+def server(config: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     argv = pinned(SERVER_CORE, [PY, "-m", "server", "--config", str(config), "serve", "--port", str(port)])
     proc = subprocess.Popen(argv, cwd=ROOT)
@@ -87,7 +92,7 @@ def server(config: Path) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the server did not start (exit {proc.poll()})") from None
                 time.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -97,16 +102,17 @@ def server(config: Path) -> Iterator[str]:
             proc.wait()
 
 
-def wrk(url: str, seconds: int, connections: int, token: str | None) -> float:
+def wrk(url: str, seconds: int, connections: int, token: str | None) -> tuple[float, int]:
     headers = ["-H", f"Authorization: Bearer {token}"] if token else []
     argv = pinned(LOAD_CORE, ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", *headers, url])
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"non-2xx answers from {url}:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rate is None or total is None:
         raise SystemExit(f"wrk printed no rate:\n{out}")
-    return float(match.group(1))
+    return float(rate.group(1)), int(total.group(1))
 
 
 def main() -> int:
@@ -120,6 +126,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-auth-"))
     rates: dict[tuple[bool, str], list[float]] = {}
+    cpu_us: dict[tuple[bool, str], list[float]] = {}
     try:
         with RedisProcess() as redis:
             if shutil.which("taskset") and redis.proc is not None:
@@ -131,34 +138,43 @@ def main() -> int:
             token = make_token(configs[True])
             for n in range(args.rounds):
                 for limits in (True, False):
-                    with server(configs[limits]) as base:
+                    with server(configs[limits]) as (base, pid):
                         url = base + PATH
                         wrk(url, 1, args.connections, token)  # warm-up: the token is cached from here on
                         order = [("anonymous", None), ("token", token)]
                         for who, sent in order if n % 2 == 0 else reversed(order):
-                            rps = wrk(url, args.seconds, args.connections, sent)
+                            before = cpu_seconds(pid)
+                            rps, total = wrk(url, args.seconds, args.connections, sent)
+                            used = (cpu_seconds(pid) - before) / total * 1e6
                             rates.setdefault((limits, who), []).append(rps)
-                            print(f"round {n + 1} limits {'on ' if limits else 'off'} {who:9} {rps:9.0f} req/s")
+                            cpu_us.setdefault((limits, who), []).append(used)
+                            state = "on " if limits else "off"
+                            print(f"round {n + 1} limits {state} {who:9} {rps:9.0f} req/s {used:6.1f} us CPU/request")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def ratio(top: tuple[bool, str], bottom: tuple[bool, str]) -> tuple[float, float, float]:
-        values = [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
-        return statistics.median(values), min(values), max(values)
+    def ratio(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+    def by_rate(top: tuple[bool, str], bottom: tuple[bool, str]) -> str:
+        return ratio([a / b for a, b in zip(rates[top], rates[bottom], strict=True)])
+
+    def by_cpu(top: tuple[bool, str], bottom: tuple[bool, str]) -> str:  # less CPU is faster
+        return ratio([b / a for a, b in zip(cpu_us[top], cpu_us[bottom], strict=True)])
 
     print()
     for limits in (True, False):
         for who in ("anonymous", "token"):
-            median = statistics.median(rates[(limits, who)])
-            print(f"median limits {'on ' if limits else 'off'} {who:9} {median:9.0f} req/s")
+            rps = statistics.median(rates[(limits, who)])
+            used = statistics.median(cpu_us[(limits, who)])
+            print(f"median limits {'on ' if limits else 'off'} {who:9} {rps:9.0f} req/s {used:6.1f} us CPU/request")
     for label, top, bottom in (
         ("token / anonymous, limits on ", (True, "token"), (True, "anonymous")),
         ("token / anonymous, limits off", (False, "token"), (False, "anonymous")),
         ("limits on / off, anonymous   ", (True, "anonymous"), (False, "anonymous")),
         ("limits on / off, token       ", (True, "token"), (False, "token")),
     ):
-        median, low, high = ratio(top, bottom)
-        print(f"{label}: {median:.2f} ({low:.2f}-{high:.2f})")
+        print(f"{label}: {by_rate(top, bottom)} by requests/s, {by_cpu(top, bottom)} by server CPU per request")
     print(f"cpu count {os.cpu_count()}, {args.rounds} rounds of {args.seconds} s, {args.connections} connections")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from server.config import RateLimitConfig
 
@@ -40,6 +40,7 @@ class Rate:
     period: int
     burst: int
     name: str
+    _policy: str = field(init=False, repr=False, compare=False, default="")
 
     @property
     def interval(self) -> float:
@@ -53,7 +54,11 @@ class Rate:
 
     def policy_header(self) -> str:
         """The `RateLimit-Policy` value (IETF httpapi ratelimit-headers draft): quota and window."""
-        return f'"{self.name}";q={self.burst};w={self.window}'
+        return self._policy
+
+    def __post_init__(self) -> None:
+        # Sent on every limited answer: built once.
+        object.__setattr__(self, "_policy", f'"{self.name}";q={self.burst};w={self.window}')
 
 
 def parse_rate(text: str, *, burst: int | None = None, name: str) -> Rate:

@@ -47,6 +47,8 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Se
 
 def client_address(remote: str | None, forwarded_for: Sequence[str], proxies: Sequence[Network]) -> str:
     """The address a request is counted against (see the module docstring)."""
+    if not proxies and remote and ":" not in remote:
+        return remote  # IPv4 from the socket, nothing to believe or widen: parsing costs microseconds
     peer = _parse_ip(remote or "")
     if peer is None:
         return remote or "unknown"
