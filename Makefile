@@ -6,6 +6,9 @@ VPY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
+# The peers make bench measures beside ours (Flask, FastAPI): a venv of their own, git-ignored.
+PEERS_VENV := bench/.peers-venv
+STAMP_PEERS := $(PEERS_VENV)/.installed
 
 .PHONY: run status stop reload test install install-test routes migrate seed clean bench
 
@@ -33,6 +36,11 @@ $(STAMP_BENCH): setup.cfg pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q -e '.[bench]'
 	$(ensure_redis)
 	touch $@ $(STAMP_RUN)
+
+$(STAMP_PEERS): bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
+	touch $@
 
 install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
@@ -70,7 +78,7 @@ test: install-test
 
 ## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
 ## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).
-bench: $(STAMP_BENCH)
+bench: $(STAMP_BENCH) $(STAMP_PEERS)
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; \
@@ -92,4 +100,4 @@ seed: install
 	$(VPY) seed.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis bench/results/tmp
+	rm -rf $(VENV) $(PEERS_VENV) var .pytest_cache .hypothesis bench/results/tmp

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench import harness
+from bench import harness, report
 from bench.baseline_app import create_baseline_app
 from bench.harness import Spread, WrkParseError
-from bench.run import ROUTES, drain_rate, parse_args, seed_users
+from bench.jobs import drain_rate
+from bench.options import ROUTES, parse_args
+from bench.stage import seed_users
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
@@ -96,9 +98,9 @@ def test_http_targets_are_judged_on_medians():
 
 
 def test_spread_formatting_shows_the_range_only_when_there_is_one():
-    assert harness.fmt_spread({"median": 12345.4, "min": 12001, "max": 12500, "n": 3}) == "12,345 (12,001–12,500)"
-    assert harness.fmt_spread({"median": 1.234, "min": 1.234, "max": 1.234, "n": 1}, 2) == "1.23"
-    assert harness.fmt_spread(None) == "–"
+    assert report.fmt_spread({"median": 12345.4, "min": 12001, "max": 12500, "n": 3}) == "12,345 (12,001–12,500)"
+    assert report.fmt_spread({"median": 1.234, "min": 1.234, "max": 1.234, "n": 1}, 2) == "1.23"
+    assert report.fmt_spread(None) == "–"
 
 
 def sample_results() -> dict:
@@ -167,8 +169,8 @@ def sample_results() -> dict:
 
 def test_markdown_report_has_a_row_per_figure_and_the_verdicts():
     results = sample_results()
-    results["verdicts"] = harness.collect_verdicts(results)
-    text = harness.render_markdown(results)
+    results["verdicts"] = report.collect_verdicts(results)
+    text = report.render_markdown(results)
     assert (
         "| `GET /healthz` | ours | 9,000 (8,900–9,100) | 2.00 (1.90–2.10) | 6.00 (5.00–7.00) "
         "| 0.90 (0.88–0.92) | met | met |" in text
@@ -187,14 +189,14 @@ def test_markdown_report_has_a_row_per_figure_and_the_verdicts():
 
 
 def test_verdicts_list_every_target():
-    verdicts = harness.collect_verdicts(sample_results())
+    verdicts = report.collect_verdicts(sample_results())
     assert verdicts["GET /healthz: >= 0.85 of baseline"] == "met"
     assert verdicts["GET /api/v1/foo: p99 < 10 ms"] == "missed"
     assert verdicts["web process < 80 MB RSS after the runs"] == "met"
 
 
 def test_results_are_written_as_markdown_and_json(tmp_path):
-    md, js = harness.write_results(sample_results(), tmp_path / "out")
+    md, js = report.write_results(sample_results(), tmp_path / "out")
     assert md.read_text().startswith("# Benchmark results")
     assert json.loads(js.read_text())["http"][0]["ratio"]["median"] == 0.9
 
