@@ -14,10 +14,9 @@ from server.controllers import baz, docs, pages
 from server.controllers.internal import mount_internal
 from server.controllers.versions import version_tables
 from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY, REPORTER_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.middlewares.cache import cache
-from server.middlewares.errors import errors
-from server.middlewares.request_id import request_id
-from server.middlewares.validation import validation
+from server.middlewares.cache import cache_layer
+from server.middlewares.errors import request_id_and_errors
+from server.middlewares.validation import validation_layer
 from server.resources import (
     WorkerResources,
     cache_ctx,
@@ -27,6 +26,7 @@ from server.resources import (
     redis_ctx,
     reporter_ctx,
 )
+from server.routing.chain import Layer
 from server.routing.versions import mount_api_versions
 from server.workers.reporting import job_failure_reporter
 from server.workers.runner import WorkerGroup
@@ -54,10 +54,21 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         await group.stop()
 
 
+def api_layers(config: Config) -> list[Layer]:
+    """The per-route layers of the API versions, outermost first (see routing/chain.py).
+
+    Each wraps only the routes that declare what it serves. The cache comes before validation:
+    a hit skips validating the request it answers (see middlewares/cache.py).
+    """
+    return [cache_layer, validation_layer]
+
+
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
     app = web.Application(
-        middlewares=[request_id, errors],
+        # The one middleware every request passes; what only some routes need is composed per
+        # route from its stamps (api_layers), so an unstamped route pays for nothing else.
+        middlewares=[request_id_and_errors],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
@@ -76,6 +87,5 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(pages.routes)
     docs.setup_docs(app)
     mount_internal(app, config)
-    # cache before validation: a hit skips validating the request it answers (see middlewares/cache.py).
-    mount_api_versions(app, version_tables(), middlewares=[cache, validation])
+    mount_api_versions(app, version_tables(), api_layers(config))
     return app

@@ -10,6 +10,7 @@ from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
 from server.middlewares.cache import invalidate_namespace
 from server.models.user import User
 from server.routing.stamps import body_schema, cached, path_schema, query_schema
+from server.routing.versions import url_for
 
 routes = web.RouteTableDef()
 
@@ -78,7 +79,7 @@ async def create_user(request: web.Request) -> web.Response:
     body = cast(dict[str, Any], request[BODY_KEY])
     user = await User.create(request.config_dict[DB_KEY], name=body["name"])
     await invalidate_namespace(request, USERS_NAMESPACE)
-    location = request.app.router["user-detail"].url_for(user_id=str(user.id))
+    location = url_for(request, "user-detail", user_id=str(user.id))
     return web.json_response(user.to_dict(), status=201, headers={"Location": str(location)})
 
 

@@ -1,4 +1,4 @@
-"""Response caching in Redis: one middleware serving the routes stamped `@cached(...)`, and namespace invalidation.
+"""Response caching in Redis: the layer serving the routes stamped `@cached(...)`, and namespace invalidation.
 
 A stamped GET/HEAD route is answered from Redis when a valid entry exists (`X-Cache: HIT`, one
 round trip), else from its handler (`MISS`), whose 200 answer is stored for the route's TTL.
@@ -6,7 +6,7 @@ Concurrent misses of one key are collapsed: one request computes under a short R
 others poll for its entry and compute themselves only after `cache.wait_timeout`. When Redis
 fails, the handler answers (`BYPASS`); the cache never turns an answer into an error.
 
-The middleware sits outside `validation`, so a hit skips validation: only answers to requests
+The layer sits outside `validation_layer`, so a hit skips validation: only answers to requests
 that passed it are stored, and the key covers every query parameter unless the route declares a
 subset (`vary_query=(...)`), which it should only do when its query schema ignores the others.
 """
@@ -19,19 +19,20 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp import hdrs, web
 from redis.asyncio import Redis
 
 from server.cache.policy import CachePolicy
 from server.cache.store import REDIS_ERRORS, Entry, ResponseCache, invalidate
 from server.config import CacheConfig
-from server.keys import API_VERSION_KEY, CACHE_KEY
-from server.routing.meta import meta_for
+from server.keys import CACHE_KEY
+from server.routing.chain import Handler, Route
+from server.routing.versions import api_version_of
 
 log = logging.getLogger(__name__)
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+_CACHEABLE_ROUTES = CACHEABLE_METHODS | {hdrs.METH_ANY}
 # First poll of a waiting miss, and the cap of its doubling.
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.05
@@ -57,7 +58,7 @@ def request_key(request: web.Request, policy: CachePolicy) -> str:
     HEAD with GET's handler, minus the body. Header values are quoted, so a crafted query or
     header cannot produce another request's key.
     """
-    key = f"v{request.app.get(API_VERSION_KEY, 0)}:GET:{request.rel_url.raw_path}"
+    key = f"v{api_version_of(request) or 0}:GET:{request.rel_url.raw_path}"
     query = _query_part(request, policy.vary_query)
     if query:
         key = f"{key}?{query}"
@@ -226,13 +227,18 @@ async def serve_cached(request: web.Request, handler: Handler, policy: CachePoli
     return await miss.answer(not_before=time.time() if refresh else 0.0)
 
 
-@web.middleware
-async def cache(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = meta_for(request)
-    policy = route.cache if route is not None else None
-    if policy is None or request.method not in CACHEABLE_METHODS:
-        return await handler(request)
-    return await serve_cached(request, handler, policy)
+def cache_layer(route: Route, handler: Handler) -> Handler | None:
+    """The layer answering a `@cached` route from Redis (see the module docstring); None for any other."""
+    policy = route.meta.cache
+    if policy is None or route.method not in _CACHEABLE_ROUTES:
+        return None
+
+    async def served_cached(request: web.Request) -> web.StreamResponse:
+        if request.method not in CACHEABLE_METHODS:  # a "*" route's other methods
+            return await handler(request)
+        return await serve_cached(request, handler, policy)
+
+    return served_cached
 
 
 async def invalidate_namespace(

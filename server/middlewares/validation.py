@@ -1,8 +1,9 @@
-"""Request validation: one middleware checks the schemas a route declared (routing/stamps.py) before its handler.
+"""Request validation: the layer that checks the schemas a route declared (routing/stamps.py) before its handler.
 
-It reads the route's RouteMeta (`meta_for`), so decorator order does not matter and class-based
-views work (stamp their methods). A body failing its schema is answered by the route's
-`on_invalid` hook when it declares one (see `invalid_hook`), else by the default 422.
+Composed at start-up into the chain of each route that declares a schema (routing/chain.py), so
+a route without one pays nothing; decorator order does not matter and class-based views work
+(stamp their methods). A body failing its schema is answered by the route's `on_invalid` hook
+when it declares one (see `invalid_hook`), else by the default 422.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from server.errors import InvalidInput, NotFound, UnsupportedMediaType, ValidationFailed
 from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
-from server.routing.meta import InvalidHook, RouteMeta, meta_for
+from server.routing.chain import Handler, Route
+from server.routing.meta import InvalidHook, RouteMeta, registered
 from server.routing.schemas import CompiledSchema, Violation, json_pointer
 
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -85,17 +86,16 @@ def invalid_hook(request: web.Request, route: RouteMeta) -> InvalidHook | None:
     """
     if route.on_invalid is not None:
         return route.on_invalid
-    registered = request.match_info.handler
-    if not isinstance(registered, type):
+    view_class = registered(request.match_info.handler)
+    if not isinstance(view_class, type):
         return None
     name = f"{request.method.lower()}_schema_validation_error"
-    attr = inspect.getattr_static(registered, name, None)
+    attr = inspect.getattr_static(view_class, name, None)
     if isinstance(attr, (staticmethod, classmethod)):
-        hook: InvalidHook = getattr(registered, name)
+        hook: InvalidHook = getattr(view_class, name)
         return hook
     if attr is None:
         return None
-    view_class = registered
 
     def call_on_view(request: web.Request, error: ValidationFailed) -> Any:
         return getattr(view_class(request), name)(error)
@@ -160,42 +160,57 @@ async def read_json_body(request: web.Request) -> Any:
     return document
 
 
-@web.middleware
-async def validation(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = meta_for(request)
-    if route is None:
+def validation_layer(route: Route, handler: Handler) -> Handler | None:
+    """The layer checking the schemas `route` declares before `handler`; None when it declares none.
+
+    Path parameters failing their schema answer 404, query parameters 400, a body 400/413/415 when
+    it cannot be read as JSON and 422 (or the route's `on_invalid` hook) when it fails its schema.
+    """
+    declared = route.meta
+    path, query, body = declared.path, declared.query, declared.body
+    if path is None and query is None and body is None:
+        return None
+
+    async def validated(request: web.Request) -> web.StreamResponse:
+        if path is not None:
+            values = coerce_params(request.match_info, path.schema)
+            if not path.is_valid(values):
+                raise NotFound(f"no such resource: {path.errors(values)[0][1]}")
+            request[PATH_KEY] = values
+
+        if query is not None:
+            values = coerce_params(request.query, query.schema)
+            if not query.is_valid(values):
+                errors = _param_errors(query, values, query.errors(values))
+                raise InvalidInput("invalid query parameters", errors=errors)
+            request[QUERY_KEY] = values
+
+        if body is not None:
+            document = await read_json_body(request)
+            if not body.is_valid(document):
+                answer = await _invalid_body(request, declared, body, document)
+                if answer is not None:
+                    return answer
+            request[BODY_KEY] = document
+
         return await handler(request)
 
-    path = route.path
-    if path is not None:
-        values = coerce_params(request.match_info, path.schema)
-        if not path.is_valid(values):
-            raise NotFound(f"no such resource: {path.errors(values)[0][1]}")
-        request[PATH_KEY] = values
+    return validated
 
-    query = route.query
-    if query is not None:
-        values = coerce_params(request.query, query.schema)
-        if not query.is_valid(values):
-            raise InvalidInput("invalid query parameters", errors=_param_errors(query, values, query.errors(values)))
-        request[QUERY_KEY] = values
 
-    body = route.body
-    if body is not None:
-        document = await read_json_body(request)
-        if not body.is_valid(document):
-            failure = ValidationFailed(
-                "the request body does not match the schema",
-                errors=[{"pointer": json_pointer(p), "detail": m} for p, m in body.errors(document)],
-            )
-            hook = invalid_hook(request, route)
-            if hook is not None:
-                answer = hook(request, failure)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-                if answer is not None:
-                    return answer  # type: ignore[no-any-return]
-            raise failure
-        request[BODY_KEY] = document
-
-    return await handler(request)
+async def _invalid_body(
+    request: web.Request, declared: RouteMeta, body: CompiledSchema, document: Any
+) -> web.StreamResponse | None:
+    """The hook's answer to a body failing its schema; raises ValidationFailed (422) when none answers."""
+    failure = ValidationFailed(
+        "the request body does not match the schema",
+        errors=[{"pointer": json_pointer(p), "detail": m} for p, m in body.errors(document)],
+    )
+    hook = invalid_hook(request, declared)
+    if hook is not None:
+        answer = hook(request, failure)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer is not None:
+            return answer  # type: ignore[no-any-return]
+    raise failure
