@@ -8,6 +8,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from server.errors import ValidationFailed
+from server.json_codec import json_response
 from server.keys import BODY_KEY
 from server.routing.stamps import body_schema, describe
 
@@ -68,7 +69,7 @@ def summarize_bar(body: Mapping[str, Any]) -> dict[str, Any]:
 async def post_schema_validation_error(request: web.Request, error: ValidationFailed) -> web.Response:
     """The old boilerplate's answer to a body that fails the schema, kept for its clients."""
     body = {"success": False, "message": error.detail, "errors": error.errors}
-    return web.json_response(body, status=422)
+    return json_response(body, status=422)
 
 
 @routes.post("/bar", name="bar")
@@ -84,4 +85,4 @@ async def post_schema_validation_error(request: web.Request, error: ValidationFa
     },
 )
 async def post_bar(request: web.Request) -> web.Response:
-    return web.json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))
+    return json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))

@@ -9,7 +9,6 @@ when it declares one (see `invalid_hook`), else by the default 422.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import InvalidInput, NotFound, UnsupportedMediaType, ValidationFailed
+from server.json_codec import loads_body
 from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
 from server.routing.chain import Handler, Route
 from server.routing.meta import InvalidHook, RouteMeta, registered
@@ -109,11 +109,6 @@ def is_json_content_type(content_type: str) -> bool:
     )
 
 
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON (RFC 8259); Python's parser accepts them by default.
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def has_lone_surrogate(document: Any) -> bool:
     """True when a string of the document holds half a UTF-16 pair (legal JSON, unusable text)."""
     stack = [document]
@@ -132,10 +127,6 @@ def has_lone_surrogate(document: Any) -> bool:
     return False
 
 
-# Built once: json.loads with any keyword argument builds a new decoder on every call.
-_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 async def read_json_body(request: web.Request) -> Any:
     """The parsed JSON body.
 
@@ -147,8 +138,7 @@ async def read_json_body(request: web.Request) -> Any:
         )
     raw = await request.read()
     try:
-        # Strict UTF-8 (RFC 8259): json.loads(bytes) would let encoded surrogates through.
-        document = _JSON_DECODER.decode(raw.decode("utf-8"))
+        document = loads_body(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
