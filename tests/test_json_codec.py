@@ -16,7 +16,7 @@ from server.json_codec import dumps, json_response, loads_body
         b'{"n": 123456789012345678901234567890, "m": -99999999999999999999}',  # beyond 64 bits: exact ints
         b'{"a": 1, "a": 2}',
         b'"\\ud83d\\ude00"',
-        b'[1e308, -0, 0.1, 2.5e-3]',
+        b"[1e308, -0, 0.1, 2.5e-3]",
         b'"\\ud800"',  # a lone surrogate: the standard library takes it (the validation refuses it later)
         b"1e400",
     ],
