@@ -3,7 +3,7 @@ with the layers it declares (routing/chain.py); the version a request is served 
 
 Flat, not one sub-app per version: a sub-app costs every request its prefix resolution and one
 more middleware frame aiohttp adds per app (measured: about 5 us a request of the 40-50 a whole
-request costs; docs/decisions.md, "Flat routes, not sub-apps"). What a sub-app gave is kept by
+request costs; docs/decisions.md, "Per-route chains, flat routes, one middleware"). What a sub-app gave is kept by
 hand: the version is bound to each route's resource (`api_version`), and route names carry the
 version (`v2:foo`; `url_for` finds the version's own route).
 """
