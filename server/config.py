@@ -27,6 +27,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    # A body or query failing its schema answers with at most this many violations (the rest
+    # are neither listed nor looked for; the answer says `"errors_truncated": true`).
+    max_violations: int = 50
     # aiohttp's graceful shutdown: in-flight requests get this long to finish.
     shutdown_timeout: float = 20.0
     access_log: bool = True
@@ -203,6 +206,7 @@ def _config_schema() -> dict[str, Any]:
     props["server"]["properties"]["port"].update(minimum=0, maximum=65535)
     props["server"]["properties"]["host"]["minLength"] = 1
     props["server"]["properties"]["max_body_bytes"]["minimum"] = 1
+    props["server"]["properties"]["max_violations"].update(minimum=1, maximum=10_000)
     props["server"]["properties"]["shutdown_timeout"]["minimum"] = 0
     props["logging"]["properties"]["level"]["enum"] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     props["database"]["properties"]["path"]["minLength"] = 1

@@ -125,6 +125,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
         "request_id": {"type": ["string", "null"]},
+        "errors_truncated": {
+            "const": True,
+            "description": "Present when `errors` lists only the first `server.max_violations` violations",
+        },
         "errors": {
             "type": "array",
             "items": {

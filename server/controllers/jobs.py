@@ -36,7 +36,7 @@ def job_link(request: web.Request, job: Job) -> dict[str, str]:
     return {"key": job.key, "url": str(url)}
 
 
-@routes.get("/jobs/{key}", name="job-detail")
+@routes.get("/jobs/{key:[^{}/]{1,128}}", name="job-detail")
 @path_schema(JOB_PATH_SCHEMA)
 async def get_job(request: web.Request) -> web.Response:
     key = request[PATH_KEY]["key"]

@@ -55,7 +55,8 @@ USER_PATH_SCHEMA = {
 }
 
 # Digits only, no leading zero: one URL per user (Python's int() would also take "1_0", " 1", "+1").
-USER_PATH = "/users/{user_id:[1-9][0-9]*}"
+# At most 19 digits (a 64-bit id): a longer one is an unknown resource, 404 from the router.
+USER_PATH = "/users/{user_id:[1-9][0-9]{0,18}}"
 
 
 @routes.get("/users", name="user-list")

@@ -29,9 +29,13 @@ def problem(
     detail: str | None = None,
     type: str = "about:blank",
     errors: Sequence[Mapping[str, Any]] | None = None,
+    errors_truncated: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """Build an `application/problem+json` answer carrying the request id."""
+    """Build an `application/problem+json` answer carrying the request id.
+
+    `errors_truncated` adds `"errors_truncated": true`: `errors` lists only the first violations.
+    """
     body: dict[str, Any] = {
         "type": type,
         "title": title or status_title(status),
@@ -41,6 +45,8 @@ def problem(
     }
     if errors is not None:
         body["errors"] = list(errors)
+        if errors_truncated:
+            body["errors_truncated"] = True
     response = web.Response(
         status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
     )

@@ -24,7 +24,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except DomainError as exc:
         return problem(
             request, exc.status, exc.title, detail=exc.detail, type=exc.type,
-            errors=exc.errors, headers=exc.headers,
+            errors=exc.errors, errors_truncated=exc.errors_truncated, headers=exc.headers,
         )
     except web.HTTPException as exc:
         if exc.status < 400:

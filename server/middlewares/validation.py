@@ -22,7 +22,8 @@ from aiohttp.typedefs import Handler
 from jsonschema import Draft202012Validator
 
 from server.helpers.errors import InvalidInput, NotFound, UnsupportedMediaType, ValidationFailed
-from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
+from server.helpers.schema_errors import lazy_validator
+from server.keys import BODY_KEY, CONFIG_KEY, PATH_KEY, QUERY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,23 @@ STAMP = "__request_schemas__"
 KINDS = ("path", "query", "body")
 
 # One violation: the path into the instance (keys and indexes) and a message.
+# A message quotes the offending value (a 1 MiB string quotes 1 MiB): kept to this many characters.
+MAX_MESSAGE_CHARS = 300
 Violation = tuple[list[str | int], str]
 ValidationHook = Callable[[web.Request, ValidationFailed], Any]
 
 
 class CompiledSchema:
-    """A JSON Schema compiled once: the schema itself (for OpenAPI), a fast and a full validator.
+    """A JSON Schema compiled once: the schema itself (for OpenAPI) and its validators.
 
-    Both are Draft 2020-12 with format checking on. `jsonschema_rs` answers "valid?" on every
-    request in under a microsecond; the reference `jsonschema` only runs on a document already
-    known to be invalid, to list every violation with its path.
+    All are Draft 2020-12 with format checking on. `jsonschema_rs` answers "valid?" on every
+    request in under a microsecond; the violations of a document already known to be invalid
+    come from a lazy jsonschema walk that skips valid parts (server/helpers/schema_errors.py),
+    so listing the first few costs little whatever the document's size. `full` is the plain
+    reference validator (the tests compare it with the fast one).
     """
 
-    __slots__ = ("schema", "fast", "full")
+    __slots__ = ("schema", "fast", "full", "lazy")
 
     # Counts every compilation in the process, so tests can prove requests never compile.
     compilations: ClassVar[int] = 0
@@ -55,25 +60,44 @@ class CompiledSchema:
         # offline: a remote $ref must never turn into a blocking download.
         self.fast = jsonschema_rs.Draft202012Validator(schema, validate_formats=True, offline=True)
         self.full = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        self.lazy = lazy_validator(schema)
         CompiledSchema.compilations += 1
 
     def is_valid(self, instance: Any) -> bool:
         """The yes/no answer, from the compiled Rust validator."""
         return self.fast.is_valid(instance)
 
-    def errors(self, instance: Any) -> list[Violation]:
-        """Every violation as (path, message), sorted by path; empty when valid."""
+    def violations(self, instance: Any, limit: int) -> tuple[list[Violation], bool]:
+        """The first `limit` violations as (path, message), in schema order, and whether there
+        are more; the rest of the document is not walked. Empty when valid."""
         if self.fast.is_valid(instance):
-            return []
-        found: list[Violation] = [
-            (list(e.absolute_path), e.message) for e in self.full.iter_errors(instance)
-        ]
+            return [], False
+        found: list[Violation] = []
+        for error in self.lazy.iter_errors(instance):
+            if len(found) >= limit:
+                return found, True
+            found.append((list(error.absolute_path), shorten(error.message)))
         if not found:
             # The two disagree (jsonschema's "email" format only looks for an "@"): the fast
-            # validator decides, so let it name the violations too.
+            # validator decides, so let it name the violation (its first: its binding lists
+            # every violation before yielding one).
             log.warning("jsonschema found no error where jsonschema_rs did; using the latter's")
-            found = [(list(e.instance_path), e.message) for e in self.fast.iter_errors(instance)]
+            try:
+                self.fast.validate(instance)
+            except jsonschema_rs.ValidationError as exc:
+                found = [(list(exc.instance_path), shorten(exc.message))]
+        return found, False
+
+    def errors(self, instance: Any) -> list[Violation]:
+        """Every violation as (path, message), sorted by path; empty when valid (tests and tools:
+        requests list a bounded number with `violations`)."""
+        found, _ = self.violations(instance, sys.maxsize)
         return sorted(found, key=lambda item: [str(p) for p in item[0]])
+
+
+def shorten(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`message` cut to `limit` characters: a violation's message quotes the offending value."""
+    return message if len(message) <= limit else message[: limit - 1] + "\u2026"
 
 
 def json_pointer(path: list[str | int]) -> str:
@@ -130,36 +154,85 @@ def request_schemas(handler: Any) -> dict[str, CompiledSchema]:
 
 _INTEGER = re.compile(r"-?[0-9]+")
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+# Digits of an integer whose schema declares no bound: 64-bit values (what SQLite stores).
+_UNBOUNDED_DIGITS = len(str(2**63))
+
+
+class OutOfRange(ValueError):
+    """A number with more digits than its schema's bounds allow: refused before int() (which
+    raises past 4,300 digits and costs quadratic time before that)."""
+
+
+def _bound(schema: Mapping[str, Any], *names: str) -> float | None:
+    for name in names:
+        value = schema.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _digits_allowed(schema: Mapping[str, Any]) -> int:
+    """The most digits a number within the schema's bounds can have (64-bit when unbounded)."""
+    low = _bound(schema, "minimum", "exclusiveMinimum")
+    high = _bound(schema, "maximum", "exclusiveMaximum")
+    if low is None or high is None:
+        return _UNBOUNDED_DIGITS
+    return max(len(str(int(abs(low)))), len(str(int(abs(high)))))
+
+
+def _parse_integer(raw: str, schema: Mapping[str, Any]) -> int:
+    """`raw` (already matching _INTEGER) as an int; raises OutOfRange past the schema's digits."""
+    sign = "-" if raw.startswith("-") else ""
+    digits = raw[len(sign):].lstrip("0") or "0"
+    if len(digits) > _digits_allowed(schema):
+        low = _bound(schema, "minimum", "exclusiveMinimum")
+        high = _bound(schema, "maximum", "exclusiveMaximum")
+        where = f"outside {low}..{high}" if low is not None and high is not None else "beyond 64 bits"
+        raise OutOfRange(f"a number of {len(digits)} digits is {where}")
+    return int(sign + digits)
 
 
 def _coerce_value(raw: str, schema: Mapping[str, Any]) -> Any:
+    """`raw` as the schema's type when it parses (else `raw` itself); raises OutOfRange."""
     # Strict ASCII grammars: int() alone would take "1_000", " 7 " and other digits scripts.
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
     for kind in kinds:
         if kind == "integer" and _INTEGER.fullmatch(raw):
-            return int(raw)
+            return _parse_integer(raw, schema)
         if kind == "number" and _NUMBER.fullmatch(raw):
+            if _INTEGER.fullmatch(raw):
+                return _parse_integer(raw, schema)
             value = float(raw)
             if math.isfinite(value):
-                return int(raw) if _INTEGER.fullmatch(raw) else value
+                return value
         if kind == "boolean" and raw in ("true", "false"):
             return raw == "true"
     return raw
 
 
-def coerce_params(params: Mapping[str, str], schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Strings from a URL turned into the types the schema declares (when they parse)."""
+def coerce_params(
+    params: Mapping[str, str], schema: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Strings from a URL turned into the types the schema declares (when they parse), and a
+    `{"parameter", "detail"}` item for each number too long for its schema's bounds."""
     props = schema.get("properties", {})
     out: dict[str, Any] = {}
+    unparsed: list[dict[str, str]] = []
     for name in params:
+        if name in out:
+            continue  # a repeated parameter: the first value counts (arrays take them all)
         prop = props.get(name, {})
-        if prop.get("type") == "array":
-            values = params.getall(name) if hasattr(params, "getall") else [params[name]]  # type: ignore[attr-defined]
-            out[name] = [_coerce_value(v, prop.get("items", {})) for v in values]
-        else:
-            out[name] = _coerce_value(params[name], prop)
-    return out
+        try:
+            if prop.get("type") == "array":
+                values = params.getall(name) if hasattr(params, "getall") else [params[name]]  # type: ignore[attr-defined]
+                out[name] = [_coerce_value(v, prop.get("items", {})) for v in values]
+            else:
+                out[name] = _coerce_value(params[name], prop)
+        except OutOfRange as exc:
+            unparsed.append({"parameter": name, "detail": str(exc)})
+            out[name] = None
+    return out, unparsed
 
 
 def _param_errors(
@@ -240,21 +313,13 @@ def has_lone_surrogate(document: Any) -> bool:
 _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-async def read_json_body(request: web.Request) -> Any:
-    """The parsed JSON body.
-
-    Raises UnsupportedMediaType (415) or InvalidInput (400); aiohttp's 413 propagates.
-    """
-    if not is_json_content_type(request.content_type):
-        raise UnsupportedMediaType(
-            f"expected a JSON body (Content-Type: application/json), got {request.content_type!r}"
-        )
-    raw = await request.read()
+def parse_json(raw: bytes) -> Any:
+    """The JSON document in `raw`; raises InvalidInput (400)."""
     try:
         # Strict UTF-8 (RFC 8259): json.loads(bytes) would let encoded surrogates through.
         document = _JSON_DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+        raise InvalidInput(f"the body is not valid JSON: {shorten(str(exc))}") from None
     except RecursionError:
         raise InvalidInput("the body is not valid JSON: nested too deeply") from None
     # Past strict decoding a lone surrogate can only arrive escaped; such a string breaks any later
@@ -264,36 +329,75 @@ async def read_json_body(request: web.Request) -> Any:
     return document
 
 
+async def read_raw_json_body(request: web.Request) -> bytes:
+    """The body of a JSON request, unparsed.
+
+    Raises UnsupportedMediaType (415); aiohttp's 413 propagates.
+    """
+    if not is_json_content_type(request.content_type):
+        raise UnsupportedMediaType(
+            f"expected a JSON body (Content-Type: application/json), got {request.content_type!r}"
+        )
+    return await request.read()
+
+
+async def read_json_body(request: web.Request) -> Any:
+    """The parsed JSON body.
+
+    Raises UnsupportedMediaType (415) or InvalidInput (400); aiohttp's 413 propagates.
+    """
+    return parse_json(await read_raw_json_body(request))
+
+
+def check_body(raw: bytes, compiled: CompiledSchema, limit: int) -> tuple[Any, list[Violation], bool]:
+    """(the document, its first `limit` violations, whether there are more); raises InvalidInput."""
+    document = parse_json(raw)
+    if compiled.is_valid(document):
+        return document, [], False
+    found, truncated = compiled.violations(document, limit)
+    return document, found, truncated
+
+
 @web.middleware
 async def validation(request: web.Request, handler: Handler) -> web.StreamResponse:
     target = route_handler(request)
     schemas = request_schemas(target)
     if not schemas:
         return await handler(request)
+    limit = request.config_dict[CONFIG_KEY].server.max_violations
 
     path = schemas.get("path")
     if path is not None:
-        values = coerce_params(request.match_info, path.schema)
+        values, unparsed = coerce_params(request.match_info, path.schema)
+        if unparsed:
+            raise NotFound(f"no such resource: {unparsed[0]['detail']}")
         if not path.is_valid(values):
-            raise NotFound(f"no such resource: {path.errors(values)[0][1]}")
+            found, _ = path.violations(values, 1)
+            raise NotFound(f"no such resource: {found[0][1] if found else 'invalid path'}")
         request[PATH_KEY] = values
 
     query = schemas.get("query")
     if query is not None:
-        values = coerce_params(request.query, query.schema)
+        values, unparsed = coerce_params(request.query, query.schema)
+        if unparsed:
+            raise InvalidInput("invalid query parameters", errors=unparsed[:limit],
+                               errors_truncated=len(unparsed) > limit)
         if not query.is_valid(values):
+            found, truncated = query.violations(values, limit)
             raise InvalidInput(
-                "invalid query parameters", errors=_param_errors(query, values, query.errors(values))
+                "invalid query parameters",
+                errors=_param_errors(query, values, found), errors_truncated=truncated,
             )
         request[QUERY_KEY] = values
 
     body = schemas.get("body")
     if body is not None:
-        document = await read_json_body(request)
-        if not body.is_valid(document):
+        document, found, truncated = check_body(await read_raw_json_body(request), body, limit)
+        if found:
             failure = ValidationFailed(
                 "the request body does not match the schema",
-                errors=[{"pointer": json_pointer(p), "detail": m} for p, m in body.errors(document)],
+                errors=[{"pointer": json_pointer(p), "detail": m} for p, m in found],
+                errors_truncated=truncated,
             )
             hook = find_hook(request, target)
             if hook is not None:
