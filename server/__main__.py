@@ -7,7 +7,6 @@ import asyncio
 import gc
 import logging
 import os
-import secrets
 import socket
 import sys
 from collections.abc import Sequence
@@ -95,7 +94,7 @@ def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
 
     path = find_redis_server()
     if path is None:
-        print("no redis-server >= 6.2 found", file=sys.stderr)
+        print("no redis-server >= 7.0 found", file=sys.stderr)
         return 1
     print(path)
     return 0
@@ -108,15 +107,20 @@ def cmd_supervise(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
-    import os
+    from urllib.parse import urlsplit
 
     from server.config import PROJECT_ROOT
-    from server.supervision import redis_shim
+    from server.supervision import redis_shim, var_dir
 
-    data_dir = Path(os.environ["VAR_DIR"]) / "redis"
     return redis_shim(
-        os.environ["REDIS_SERVER"], PROJECT_ROOT / "redis.conf", int(os.environ["REDIS_PORT"]), data_dir
+        os.environ["REDIS_SERVER"],
+        PROJECT_ROOT / "redis.conf",
+        urlsplit(config.redis.url).port or 6379,
+        var_dir(os.environ) / "redis",
+        password=config.redis.effective_password(),
     )
+
+
 def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     from server.workers.runner import run_worker_process
 
@@ -133,21 +137,11 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
         loop.close()
 
 
-def ensure_password_file(path: Path) -> bool:
-    """Create `path` (mode 0600) holding a random password unless it exists; True when created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(24) + "\n")
-    return True
-
-
 def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
-    """For a development checkout: a password for /internal kept in a git-ignored file (`make run`)."""
-    path = args.file or args.config.resolve().parent / "var" / "internal_password"
+    """For a development checkout: a password for /internal kept in a git-ignored 0600 file."""
+    from server.supervision import ensure_password_file, var_dir
+
+    path = args.file or var_dir(os.environ) / "internal_password"
     created = ensure_password_file(path)
     where = (
         "INTERNAL_PASSWORD (already set, it wins)" if config.internal.password
@@ -194,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "internal-password",
         help="create a random password for the internal pages unless one exists; print its file",
     )
-    password.add_argument("--file", type=Path, help="default: var/internal_password beside the config")
-    sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 6.2)")
+    password.add_argument("--file", type=Path, help="default: $VAR_DIR/internal_password (var/ of the project)")
+    sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 7.0)")
     sub.add_parser("supervise", help="apply migrations, then run everything under circusd (foreground)")
     sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")
     return parser

@@ -62,6 +62,7 @@ def make_redis(config: Config, *, socket_timeout: float | None = None) -> Redis:
     cfg = config.redis
     return Redis.from_url(
         cfg.url,
+        password=cfg.password or None,  # a password in the URL wins
         socket_timeout=socket_timeout,
         socket_connect_timeout=cfg.connect_timeout,
         health_check_interval=30,

@@ -318,7 +318,7 @@ async def test_job_failures_carry_job_context_and_request_id(redis_url, honeybad
     await open_worker_reporting(ctx, hb_config.honeybadger)  # what a worker's startup hook does
     try:
         job = Job(
-            "charge", kwargs={"n": 3, "card": {"credit_card": "4111"}, "api_token": "t0k"}, queue=queue,
+            "charge", kwargs={"n": 3, "card": {"credit_card": "4111-1111-1111-1111"}, "api_token": "t0k-not-for-honeybadger"}, queue=queue,
             retries=3, attempts=1, status=Status.QUEUED, meta={"request_id": "from-meta"},
         )
         try:
@@ -356,7 +356,7 @@ async def test_job_failures_carry_job_context_and_request_id(redis_url, honeybad
     assert retrying["request"]["params"] == {
         "kwargs": {"n": 3, "card": {"credit_card": "[FILTERED]"}, "api_token": "[FILTERED]"}
     }
-    assert "4111" not in json.dumps(retrying) and "t0k" not in json.dumps(retrying)
+    assert "4111-1111-1111-1111" not in json.dumps(retrying) and "t0k-not-for" not in json.dumps(retrying)
 
     assert final["error"]["class"] == "TimeoutError"
     assert final["request"]["context"]["request_id"] == "from-meta"  # the id the job carried

