@@ -17,13 +17,14 @@ from server.controllers import baz, docs, pages
 from server.controllers.internal import mount_internal
 from server.controllers.versions import mount_api_versions
 from server.keys import (
-    CONFIG_KEY, DB_KEY, HONEYBADGER_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY,
+    CONFIG_KEY, DB_KEY, STORAGE_FAULTS_KEY, HONEYBADGER_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY,
 )
 from server.middlewares.cache import cache, cache_ctx
 from server.middlewares.errors import errors
 from server.middlewares.request_id import request_id
 from server.middlewares.validation import validation
 from server.models.database import Database
+from server.models.faults import StorageFaults
 from server.services.honeybadger import honeybadger_ctx
 from server.models.migrate import prepare_database
 from server.workers.queues import build_queues
@@ -38,7 +39,10 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 def make_database(config: Config) -> Database:
     """The Database of `config`, not yet open (the web app and the workers both use this)."""
     cfg = config.database
-    return Database(cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections)
+    return Database(
+        cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections,
+        max_waiting_writers=cfg.max_waiting_writers,
+    )
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -128,6 +132,7 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
+    app[STORAGE_FAULTS_KEY] = StorageFaults()
     # baz's seam to the queue (tests may swap it for an enqueuer of their own).
     app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job
     aiohttp_jinja2.setup(

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from server.config import Config
 from server.helpers.response_cache import ResponseCache
 from server.models.database import Database
+from server.models.faults import StorageFaults
 from server.workers.queues import JobQueues
 
 if TYPE_CHECKING:  # the reporter's module imports these keys
@@ -26,6 +27,8 @@ SlowJobEnqueuer = Callable[[web.Request], Awaitable[str | None]]
 CONFIG_KEY = web.AppKey("config", Config)
 DB_KEY = web.AppKey("db", Database)
 REDIS_KEY = web.AppKey("redis", Redis)
+# Storage faults (database locked, full, read-only) answered with 503, counted by kind.
+STORAGE_FAULTS_KEY = web.AppKey("storage_faults", StorageFaults)
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 REPORTER_KEY = web.AppKey("error_reporter", ErrorReporter)
 # The Honeybadger reporter (also when reporting is off), for custom notices.
