@@ -22,6 +22,7 @@ from server.keys import (
 from server.middlewares.cache import cache, cache_ctx
 from server.middlewares.errors import errors
 from server.middlewares.request_id import request_id
+from server.middlewares.security import host_guard, security_headers
 from server.middlewares.validation import validation
 from server.models.database import Database
 from server.models.faults import StorageFaults
@@ -128,10 +129,11 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
     app = web.Application(
-        middlewares=[request_id, errors],
+        middlewares=[request_id, errors, host_guard(config)],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
+    app.on_response_prepare.append(security_headers)
     app[STORAGE_FAULTS_KEY] = StorageFaults()
     # baz's seam to the queue (tests may swap it for an enqueuer of their own).
     app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job

@@ -28,6 +28,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    # Host names the server answers to (a request naming another is a 400): empty means the
+    # loopback names and `host`; ".example.com" also takes its subdomains, "*" any name.
+    allowed_hosts: tuple[str, ...] = ()
     # A body or query failing its schema answers with at most this many violations (the rest
     # are neither listed nor looked for; the answer says `"errors_truncated": true`).
     max_violations: int = 50
@@ -170,6 +173,7 @@ class Config:
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "SERVER_HOST": ("server", "host"),
     "SERVER_PORT": ("server", "port"),
+    "SERVER_ALLOWED_HOSTS": ("server", "allowed_hosts"),
     "LOG_LEVEL": ("logging", "level"),
     "DATABASE_PATH": ("database", "path"),
     "DATABASE_AUTO_MIGRATE": ("database", "auto_migrate"),
@@ -224,6 +228,7 @@ def _config_schema() -> dict[str, Any]:
     # Constraints beyond the types, where a wrong value would fail later and obscurely.
     props["server"]["properties"]["port"].update(minimum=0, maximum=65535)
     props["server"]["properties"]["host"]["minLength"] = 1
+    props["server"]["properties"]["allowed_hosts"]["items"].update(minLength=1, pattern=r"^[^\s/]+$")
     props["server"]["properties"]["max_body_bytes"]["minimum"] = 1
     props["server"]["properties"]["max_violations"].update(minimum=1, maximum=10_000)
     props["server"]["properties"]["shutdown_timeout"]["minimum"] = 0
@@ -289,6 +294,8 @@ def _coerce(raw: str, schema: Mapping[str, Any]) -> Any:
             return float(raw)
     except ValueError:
         return raw
+    if kind == "array":  # a comma-separated list
+        return [part.strip() for part in raw.split(",") if part.strip()]
     if kind == "boolean":
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
