@@ -53,7 +53,7 @@ class DatabaseConfig:
     read_connections: int = 1
     # Writes of one process waiting for the write lock; more answer 503 at once (and each waits
     # at most busy_timeout_ms), so a locked database cannot pile up requests without bound.
-    max_waiting_writers: int = 64
+    max_waiting_writers: int = 256
     # Apply missing migrations on start-up; when false, start-up refuses until `python -m server migrate`.
     auto_migrate: bool = True
 
@@ -85,6 +85,13 @@ class CacheConfig:
     wait_timeout: float = 2.0
     # After a Redis error, cached routes skip Redis this long (answering BYPASS) before trying again.
     retry_interval: float = 1.0
+    # The cache's own Redis (empty: the queue's redis.url). A separate instance may evict entries
+    # under maxmemory without ever evicting a queued job (README, "Caching").
+    redis_url: str = ""
+    # `Cache-Control: no-cache` refreshes an entry at most this many times per client per window
+    # (seconds); beyond, the request is answered from the cache like any other. 0: never.
+    refresh_budget: int = 10
+    refresh_window: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +185,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "DATABASE_PATH": ("database", "path"),
     "DATABASE_AUTO_MIGRATE": ("database", "auto_migrate"),
     "REDIS_URL": ("redis", "url"),
+    "CACHE_REDIS_URL": ("cache", "redis_url"),
     "REDIS_PASSWORD": ("redis", "password"),
     "REDIS_PASSWORD_FILE": ("redis", "password_file"),
     "CAT_FACTS_URL": ("cat_facts", "url"),
@@ -245,6 +253,9 @@ def _config_schema() -> dict[str, Any]:
     props["cache"]["properties"]["wait_timeout"]["minimum"] = 0
     props["cache"]["properties"]["retry_interval"]["minimum"] = 0
     props["cache"]["properties"]["prefix"]["pattern"] = r"^[A-Za-z0-9_.:-]+$"
+    props["cache"]["properties"]["redis_url"]["pattern"] = r"^((redis|rediss|unix)://.*)?$"
+    props["cache"]["properties"]["refresh_budget"]["minimum"] = 0
+    props["cache"]["properties"]["refresh_window"]["minimum"] = 1
     props["cat_facts"]["properties"]["url"]["pattern"] = r"^https?://"
     props["cat_facts"]["properties"]["timeout"]["exclusiveMinimum"] = 0
     queue = props["queue"]["properties"]

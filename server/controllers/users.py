@@ -7,14 +7,14 @@ from typing import Any, cast
 from aiohttp import web
 
 from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
-from server.middlewares.cache import cached, invalidate_namespace
+from server.middlewares.cache import cached, invalidating
 from server.middlewares.validation import body_schema, path_schema, query_schema
 from server.models.user import User
 
 routes = web.RouteTableDef()
 
-# Cached reads of users; every write invalidates the namespace once it has committed, so a
-# client never reads its own write stale.
+# Cached reads of users; every write makes the namespace stale in its own transaction, so no
+# process serves a read from before a write that has answered.
 USERS_NAMESPACE = "users"
 
 INT64_MAX = 2**63 - 1
@@ -77,8 +77,8 @@ async def list_users(request: web.Request) -> web.Response:
 @body_schema(CREATE_USER_SCHEMA)
 async def create_user(request: web.Request) -> web.Response:
     body = cast(dict[str, Any], request[BODY_KEY])
-    user = await User.create(request.config_dict[DB_KEY], name=body["name"])
-    await invalidate_namespace(request, USERS_NAMESPACE)
+    async with invalidating(request, USERS_NAMESPACE):
+        user = await User.create(request.config_dict[DB_KEY], name=body["name"])
     location = request.app.router["user-detail"].url_for(user_id=str(user.id))
     return web.json_response(user.to_dict(), status=201, headers={"Location": str(location)})
 
@@ -96,8 +96,8 @@ async def get_user(request: web.Request) -> web.Response:
 @body_schema(UPDATE_USER_SCHEMA)
 async def update_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
-    await user.update(**cast(dict[str, Any], request[BODY_KEY]))
-    await invalidate_namespace(request, USERS_NAMESPACE)
+    async with invalidating(request, USERS_NAMESPACE):
+        await user.update(**cast(dict[str, Any], request[BODY_KEY]))
     return web.json_response(user.to_dict())
 
 
@@ -105,6 +105,6 @@ async def update_user(request: web.Request) -> web.Response:
 @path_schema(USER_PATH_SCHEMA)
 async def delete_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
-    await user.delete()
-    await invalidate_namespace(request, USERS_NAMESPACE)
+    async with invalidating(request, USERS_NAMESPACE):
+        await user.delete()
     return web.Response(status=204)

@@ -76,7 +76,7 @@ class Database(_Reads):
         *,
         busy_timeout_ms: int = 5000,
         read_connections: int = 2,
-        max_waiting_writers: int = 64,
+        max_waiting_writers: int = 256,
     ) -> None:
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
@@ -225,8 +225,14 @@ class Database(_Reads):
             try:
                 yield Transaction(conn)
             except BaseException:
-                await conn.execute(f"ROLLBACK TO {name}")
-                await conn.execute(f"RELEASE {name}")
+                try:
+                    await conn.execute(f"ROLLBACK TO {name}")
+                    await conn.execute(f"RELEASE {name}")
+                except sqlite3.OperationalError as exc:
+                    # SQLite rolls the whole transaction back by itself on some errors (disk
+                    # full, I/O): the savepoint is gone, and the first error is the one to raise.
+                    if "no such savepoint" not in str(exc):
+                        raise
                 raise
             await conn.execute(f"RELEASE {name}")
         finally:
