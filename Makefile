@@ -61,8 +61,11 @@ stop: install
 reload: install
 	@$(CIRCUSCTL) --timeout 60 reload web --waiting
 
-## Run the test suite (starts its own throwaway redis-server).
+## Lint, format check and type check (pyproject.toml), then the test suite (starts its own throwaway redis-server).
 test: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VPY) -m pytest
 
 ## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.

@@ -11,9 +11,10 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from server.helpers.logging import ACCESS_LOG_FORMAT, setup_logging
+from server.log_context import ACCESS_LOG_FORMAT, setup_logging
 
 log = logging.getLogger("server")
 
@@ -46,7 +47,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     app.on_startup.append(freeze_startup_objects)  # after the cleanup contexts have opened
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
@@ -80,7 +81,7 @@ def cmd_seed(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_routes(config: Config, args: argparse.Namespace) -> int:
     from server.app import create_app
-    from server.controllers.versions import describe_routes
+    from server.routing.versions import describe_routes
 
     app = create_app(config)
     for info in describe_routes(app):
@@ -90,7 +91,7 @@ def cmd_routes(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
-    from server.helpers.redis_server import find_redis_server
+    from server.redis_binary import find_redis_server
 
     path = find_redis_server()
     if path is None:
@@ -144,7 +145,8 @@ def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
     path = args.file or var_dir(os.environ) / "internal_password"
     created = ensure_password_file(path)
     where = (
-        "INTERNAL_PASSWORD (already set, it wins)" if config.internal.password
+        "INTERNAL_PASSWORD (already set, it wins)"
+        if config.internal.password
         else f"{path}{' (new)' if created else ''}"
     )
     print(
@@ -167,6 +169,8 @@ COMMANDS = {
     "supervise": cmd_supervise,
     "redis-shim": cmd_redis_shim,
 }
+# Commands that open the database and stop with one line when it does not fit this code.
+DATABASE_COMMANDS = frozenset({"serve", "migrate", "seed", "worker", "supervise"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,9 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the database migrations that are missing, and say what was done")
     sub.add_parser("seed", help="example data through the model API (safe to run again and again)")
     worker = sub.add_parser("worker", help="run SAQ workers (every queue, or those named)")
-    worker.add_argument(
-        "--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)"
-    )
+    worker.add_argument("--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)")
     sub.add_parser("routes", help="print the route table of every API version")
     password = sub.add_parser(
         "internal-password",
@@ -203,11 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging.level)
+    command = COMMANDS[args.command]
+    if args.command not in DATABASE_COMMANDS:
+        return command(config, args)
+    # Imported here, not at the top: the light commands (redis-path) load no database driver.
     from server.models.migrate import SchemaError
 
     try:
-        return COMMANDS[args.command](config, args)
-    except SchemaError as exc:  # the database does not fit this code (serve's start-up, migrate, seed)
+        return command(config, args)
+    except SchemaError as exc:  # the database does not fit this code
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 1
 

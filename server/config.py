@@ -1,4 +1,8 @@
-"""Typed configuration: config.yaml plus environment overrides, validated once by a JSON Schema."""
+"""Typed configuration: config.yaml plus environment overrides, validated once by a JSON Schema.
+
+Over 300 lines because the sections, the schema generated from them and the environment
+overrides must change together: one file keeps a new setting a one-place change.
+"""
 
 from __future__ import annotations
 
@@ -131,8 +135,14 @@ class HoneybadgerConfig:
     environment: str = "development"
     endpoint: str = "https://api.honeybadger.io"
     params_filters: tuple[str, ...] = (
-        "password", "password_confirmation", "secret", "token", "authorization", "api_key",
-        "credit_card", "cookie",
+        "password",
+        "password_confirmation",
+        "secret",
+        "token",
+        "authorization",
+        "api_key",
+        "credit_card",
+        "cookie",
     )
     # Send even from development/test environments (the collector decides what to keep).
     force_report_data: bool = False
@@ -173,7 +183,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (tuples as lists), the shape `build_config` takes."""
-        return _plain(dataclasses.asdict(self))
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
 
 
 # Environment variables that override config.yaml. Names are part of the contract: add, never rename.
@@ -211,8 +222,11 @@ def _json_type(annotation: Any) -> dict[str, Any]:
     if origin in (typing.Union, types.UnionType):
         return {"anyOf": [_json_type(a) for a in typing.get_args(annotation)]}
     return {
-        str: {"type": "string"}, bool: {"type": "boolean"}, int: {"type": "integer"},
-        float: {"type": "number"}, type(None): {"type": "null"},
+        str: {"type": "string"},
+        bool: {"type": "boolean"},
+        int: {"type": "integer"},
+        float: {"type": "number"},
+        type(None): {"type": "null"},
     }[annotation]
 
 
@@ -368,7 +382,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         db = dataclasses.replace(db, path=resolved(db.path))
     circus = config.circus
     if circus.endpoint.startswith("ipc://"):
-        circus = dataclasses.replace(circus, endpoint="ipc://" + resolved(circus.endpoint[len("ipc://"):]))
+        circus = dataclasses.replace(circus, endpoint="ipc://" + resolved(circus.endpoint[len("ipc://") :]))
     return dataclasses.replace(
         config,
         database=db,

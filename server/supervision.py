@@ -1,5 +1,8 @@
 """Running the whole system under circus: the launcher, the Redis shim, and circus hooks.
 
+Over 300 lines: the three share the environment contract with circus.ini (circus_env, var_dir),
+which names the hooks and the shim by this module; splitting it is left for later.
+
 Nothing here runs on an event loop: these are process-level entry points (`python -m server
 supervise`, `python -m server redis-shim`) and hooks that circusd calls.
 """
@@ -19,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from server.config import PROJECT_ROOT, Config, load_config
@@ -46,7 +49,7 @@ def var_dir(environ: Mapping[str, str]) -> Path:
 def pubsub_endpoint(endpoint: str) -> str:
     """circusd's pubsub endpoint beside its control endpoint: a sibling socket, or the next port."""
     if endpoint.startswith("ipc://"):
-        return "ipc://" + str(Path(endpoint[len("ipc://"):]).with_name("pubsub.sock"))
+        return "ipc://" + str(Path(endpoint[len("ipc://") :]).with_name("pubsub.sock"))
     host, port = endpoint.rsplit(":", 1)
     return f"{host}:{int(port) + 1}"
 
@@ -54,8 +57,8 @@ def pubsub_endpoint(endpoint: str) -> str:
 def check_endpoint(endpoint: str) -> str | None:
     """A warning about `endpoint` worth printing, or None; raises ValueError when it cannot work."""
     if endpoint.startswith("ipc://"):
-        path = endpoint[len("ipc://"):]
-        longest = str(Path(pubsub_endpoint(endpoint)[len("ipc://"):]))
+        path = endpoint[len("ipc://") :]
+        longest = str(Path(pubsub_endpoint(endpoint)[len("ipc://") :]))
         if len(max(path, longest, key=len).encode()) > _MAX_SOCKET_PATH:
             raise ValueError(
                 f"circus.endpoint: the socket path {path!r} is longer than a unix socket allows "
@@ -143,7 +146,7 @@ def supervise(
     config: Config, config_path: Path, ini: Path = CIRCUS_INI, environ: Mapping[str, str] | None = None
 ) -> int:
     """Generate missing secrets, apply migrations, then replace this process with circusd."""
-    from server.helpers.redis_server import find_redis_server
+    from server.redis_binary import find_redis_server
 
     environ = os.environ if environ is None else environ
     # Everything the system creates from here on (database and WAL, Redis data, logs, sockets)
@@ -151,8 +154,7 @@ def supervise(
     os.umask(0o077)
     redis_binary = find_redis_server(environ=environ)
     if redis_binary is None:
-        print("no redis-server >= 7.0 found: run `make run` (it installs one) or put one on PATH",
-              file=sys.stderr)
+        print("no redis-server >= 7.0 found: run `make run` (it installs one) or put one on PATH", file=sys.stderr)
         return 1
     try:
         warning = check_endpoint(config.circus.endpoint)
@@ -166,7 +168,7 @@ def supervise(
     for folder in (var / "log", var / "redis"):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if config.circus.endpoint.startswith("ipc://"):
-        Path(config.circus.endpoint[len("ipc://"):]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path(config.circus.endpoint[len("ipc://") :]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = circus_env(config, environ, redis_binary, var)
     env["SERVER_CONFIG"] = str(config_path)
     if not config.redis.effective_password():
@@ -183,20 +185,16 @@ def supervise(
             f"{config.internal.username!r}, password in {path}{' (new)' if created else ''}",
             file=sys.stderr,
         )
-    migrate = subprocess.run(
-        [sys.executable, "-m", "server", "--config", str(config_path), "migrate"], env=env
-    )
+    migrate = subprocess.run([sys.executable, "-m", "server", "--config", str(config_path), "migrate"], env=env)
     if migrate.returncode != 0:
         return migrate.returncode
     circusd = shutil.which("circusd", path=str(Path(sys.executable).parent)) or shutil.which("circusd")
     if circusd is None:
         print("circusd not found: install the project (`make run`)", file=sys.stderr)
         return 1
-    print(f"starting circusd with {ini} (logs in {var / 'log'}); Ctrl-C stops everything",
-          file=sys.stderr)
+    print(f"starting circusd with {ini} (logs in {var / 'log'}); Ctrl-C stops everything", file=sys.stderr)
     sys.stderr.flush()
     os.execve(circusd, [circusd, str(ini)], env)
-    return 0  # not reached
 
 
 def _die_with_parent() -> None:
@@ -216,8 +214,10 @@ def _other_clients(port: int, password: str) -> int | None:
             host="127.0.0.1", port=port, password=password or None, socket_timeout=1, socket_connect_timeout=1
         )
         try:
-            me = client.client_id()
-            return sum(1 for c in client.client_list() if int(c["id"]) != me)
+            # (redis-py types its commands as "awaitable or value"; this client is the blocking one.)
+            me = cast(int, client.client_id())
+            clients = cast(list[dict[str, Any]], client.client_list())
+            return sum(1 for c in clients if int(c["id"]) != me)
         finally:
             client.close()
     except redis.RedisError:
@@ -290,7 +290,8 @@ def redis_shim(
     print(
         f"redis-shim: stopping redis after {time.monotonic() - started:.1f} s "
         f"({'its clients are gone' if clients == 0 else f'{clients} clients still connected'})",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     proc.send_signal(signal.SIGTERM)
     try:
@@ -307,8 +308,11 @@ def wait_for_redis(watcher: Any, arbiter: Any, hook_name: str, **kwargs: Any) ->
     config = load_config(watcher.env["SERVER_CONFIG"], watcher.env)
     port = urlsplit(config.redis.url).port or 6379
     client = redis.Redis(
-        host="127.0.0.1", port=port, password=config.redis.effective_password() or None,
-        socket_timeout=0.5, socket_connect_timeout=0.5,
+        host="127.0.0.1",
+        port=port,
+        password=config.redis.effective_password() or None,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
     )
     deadline = time.monotonic() + 15
     try:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-
 from support import problem
 
 DIGITS_5000 = "9" * 5000
@@ -35,12 +34,15 @@ async def test_leading_zeros_do_not_count_as_digits(client):
     assert (await resp.json())["limit"] == 5
 
 
-@pytest.mark.parametrize("query", [
-    f"kind=a&offset={'7' * 20}",          # minimum only: taken as 64-bit
-    f"kind=a&ratio={DIGITS_5000}",        # a number, not an integer
-    f"kind=a&ratio={DIGITS_5000}.5",
-    f"kind=a&limit={DIGITS_5000}",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"kind=a&offset={'7' * 20}",  # minimum only: taken as 64-bit
+        f"kind=a&ratio={DIGITS_5000}",  # a number, not an integer
+        f"kind=a&ratio={DIGITS_5000}.5",
+        f"kind=a&limit={DIGITS_5000}",
+    ],
+)
 async def test_numbers_of_every_schema_are_bounded(sample_client, query):
     resp = await sample_client.get(f"/sample/items?{query}")
     body = await problem(resp, 400)

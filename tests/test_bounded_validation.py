@@ -8,10 +8,10 @@ import json
 import time
 
 import pytest
+from support import assert_problem, make_test_config
 
 from server.app import create_app
-from server.middlewares.validation import CompiledSchema
-from support import assert_problem, make_test_config
+from server.routing.schemas import CompiledSchema
 
 MIB = 1024 * 1024
 

@@ -9,17 +9,19 @@ import asyncio
 
 import pytest
 from redis.asyncio import Redis
+from support import make_test_config, problem
 
 from server.app import create_app
-from server.helpers.response_cache import Entry
+from server.cache.store import Entry
 from server.keys import QUEUES_KEY
-from support import make_test_config, problem
 
 
 def cache_config(tmp_path, redis_url, fake_cat_facts, **overrides):
     return make_test_config(
-        database=tmp_path / "c.db", redis_url=redis_url,
-        cat_facts={"url": fake_cat_facts.url, "timeout": 2.0}, **overrides,
+        database=tmp_path / "c.db",
+        redis_url=redis_url,
+        cat_facts={"url": fake_cat_facts.url, "timeout": 2.0},
+        **overrides,
     )
 
 
@@ -38,6 +40,7 @@ async def answer(client, path, **kwargs):
 
 # --- the key space ------------------------------------------------------------------------------
 
+
 async def test_undeclared_query_parameters_of_a_cached_route_are_400(
     redis_url, fake_cat_facts, tmp_path, aiohttp_client, redis
 ):
@@ -53,15 +56,16 @@ async def test_undeclared_query_parameters_of_a_cached_route_are_400(
 
 # --- no-cache within a budget -------------------------------------------------------------------
 
-async def test_no_cache_is_honoured_only_within_the_clients_budget(
-    redis_url, fake_cat_facts, tmp_path, aiohttp_client
-):
+
+async def test_no_cache_is_honoured_only_within_the_clients_budget(redis_url, fake_cat_facts, tmp_path, aiohttp_client):
     config = cache_config(tmp_path, redis_url, fake_cat_facts, cache={"refresh_budget": 2, "refresh_window": 60})
     first = await aiohttp_client(create_app(config))
     second = await aiohttp_client(create_app(config))  # another process: the budget is shared
     await answer(first, "/api/v1/baz")
     refresh = {"Cache-Control": "no-cache"}
-    states = [(await answer(c, "/api/v1/baz", headers=refresh))[0].headers["X-Cache"] for c in (first, second, first, second)]
+    states = [
+        (await answer(c, "/api/v1/baz", headers=refresh))[0].headers["X-Cache"] for c in (first, second, first, second)
+    ]
     assert states == ["MISS", "MISS", "HIT", "HIT"]
     assert fake_cat_facts.calls == 3
 
@@ -77,6 +81,7 @@ async def test_a_zero_budget_never_recomputes(redis_url, fake_cat_facts, tmp_pat
 
 
 # --- /baz enqueues at most one job per key per TTL -----------------------------------------------
+
 
 @pytest.mark.parametrize("cache", [{"enabled": False}, {"refresh_budget": 100}])
 async def test_baz_enqueues_one_job_per_key_per_ttl(redis_url, fake_cat_facts, tmp_path, aiohttp_client, cache):
@@ -98,6 +103,7 @@ async def test_baz_enqueues_one_job_per_key_per_ttl(redis_url, fake_cat_facts, t
 
 
 # --- read-your-writes across processes ----------------------------------------------------------
+
 
 async def two_processes(tmp_path, redis_url, fake_cat_facts, aiohttp_client, **overrides):
     config = cache_config(tmp_path, redis_url, fake_cat_facts, **overrides)
@@ -128,8 +134,12 @@ async def test_an_invalidation_that_times_out_leaves_no_stale_read_anywhere(
     redis_url, fake_cat_facts, tmp_path, aiohttp_client, redis
 ):
     writer, reader = await two_processes(
-        tmp_path, redis_url, fake_cat_facts, aiohttp_client,
-        redis={"socket_timeout": 0.3}, cache={"retry_interval": 0.2},
+        tmp_path,
+        redis_url,
+        fake_cat_facts,
+        aiohttp_client,
+        redis={"socket_timeout": 0.3},
+        cache={"retry_interval": 0.2},
     )
     created = await (await writer.post("/api/v1/users", json={"name": "before"})).json()
     path = f"/api/v1/users/{created['id']}"
@@ -155,6 +165,7 @@ async def test_an_invalidation_that_times_out_leaves_no_stale_read_anywhere(
 
 # --- a hit replays only what the route declared --------------------------------------------------
 
+
 async def tamper(redis, namespace: str, change) -> None:
     (key,) = await redis.keys(f"cache:{{{namespace}}}:e:*")
     entry = Entry.decode(await redis.get(key))
@@ -162,13 +173,17 @@ async def tamper(redis, namespace: str, change) -> None:
     await redis.set(key, entry.encode(), keepttl=True)
 
 
-@pytest.mark.parametrize("change", [
-    lambda e: setattr(e, "content_type", "text/html; charset=utf-8"),
-    lambda e: e.headers.update({"Set-Cookie": "session=attacker"}),
-    lambda e: e.headers.update({"Location": "https://evil.example/"}),
-    lambda e: e.headers.update({"Link": "</x>\r\nSet-Cookie: a=b"}),
-    lambda e: setattr(e, "status", 302),
-], ids=["content-type", "set-cookie", "location", "header-injection", "status"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda e: setattr(e, "content_type", "text/html; charset=utf-8"),
+        lambda e: e.headers.update({"Set-Cookie": "session=attacker"}),
+        lambda e: e.headers.update({"Location": "https://evil.example/"}),
+        lambda e: e.headers.update({"Link": "</x>\r\nSet-Cookie: a=b"}),
+        lambda e: setattr(e, "status", 302),
+    ],
+    ids=["content-type", "set-cookie", "location", "header-injection", "status"],
+)
 async def test_a_hit_replays_only_what_the_route_declared(
     redis_url, fake_cat_facts, tmp_path, aiohttp_client, redis, change
 ):
@@ -184,6 +199,7 @@ async def test_a_hit_replays_only_what_the_route_declared(
 
 
 # --- a Redis of its own ---------------------------------------------------------------------------
+
 
 async def test_the_cache_can_live_in_a_redis_of_its_own(
     redis_url, private_redis, fake_cat_facts, tmp_path, aiohttp_client, redis

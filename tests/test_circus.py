@@ -23,15 +23,16 @@ import psutil
 import pytest
 import redis
 import redis.asyncio
-
 from fixtures_jobs import auth_header, clean_env, jobs_test_config, write_config
-from server.config import PROJECT_ROOT, Config, load_config
-from server.helpers.redis_server import find_redis_server, free_port
-from server.keys import CONFIG_KEY, QUEUES_KEY
-from server.services.circus_status import read_circus_status
-from server.workers.enqueue import enqueue
-from server.workers.queues import build_queues
 from test_redis_binary import debian_layout
+
+from server.config import PROJECT_ROOT, Config, load_config
+from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.redis_binary import find_redis_server
+from server.services.circus_status import read_circus_status
+from server.services.queues import build_queues
+from server.workers.enqueue import enqueue
+from testing.redis import free_port
 
 WATCHERS = ("redis", "web", "worker", "worker-high", "worker-low")
 WEB_PIDS_IN_ACCESS_LOG = re.compile(r"^\S+ \S+ INFO (\d+) aiohttp\.access ", re.MULTILINE)
@@ -109,7 +110,11 @@ class Supervisor:
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server", "--config", str(config_path), "supervise"],
-                cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.seen: set[int] = set()
 
@@ -230,7 +235,7 @@ async def assert_private_to_this_user(sup: Supervisor, server_port: int) -> None
     listening = {c.laddr.port for c in inet if c.status == psutil.CONN_LISTEN}
     assert listening == {server_port}, inet  # the web socket circusd holds for the web processes
     assert not [c for c in inet if c.type == socket.SOCK_DGRAM], inet  # no multicast discovery
-    control = Path(sup.endpoint[len("ipc://"):])
+    control = Path(sup.endpoint[len("ipc://") :])
     for path in (control, control.with_name("pubsub.sock")):
         mode = path.stat().st_mode
         assert stat.S_ISSOCK(mode) and mode & 0o077 == 0, (path, oct(mode))
@@ -253,8 +258,11 @@ async def assert_private_to_this_user(sup: Supervisor, server_port: int) -> None
 
 def assert_files_private(folder: Path) -> None:
     """Nothing the system created under var/ is open to the group or other users."""
-    loose = [(str(p), oct(stat.S_IMODE(p.lstat().st_mode))) for p in [folder, *folder.rglob("*")]
-             if stat.S_IMODE(p.lstat().st_mode) & 0o077]
+    loose = [
+        (str(p), oct(stat.S_IMODE(p.lstat().st_mode)))
+        for p in [folder, *folder.rglob("*")]
+        if stat.S_IMODE(p.lstat().st_mode) & 0o077
+    ]
     assert not loose
     assert {p.name for p in folder.iterdir()} >= {"jobs.db", "redis_password", "log", "redis", "circus"}
 
@@ -395,8 +403,16 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         stream = Stream(f"{base}/healthz")
         await asyncio.sleep(0.5)
         reload = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "circusctl"), "--endpoint", sup.endpoint, "--timeout", "60",
-            "reload", "web", "--waiting", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            str(Path(sys.executable).parent / "circusctl"),
+            "--endpoint",
+            sup.endpoint,
+            "--timeout",
+            "60",
+            "reload",
+            "web",
+            "--waiting",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await reload.communicate()
         assert reload.returncode == 0, out
@@ -435,7 +451,7 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
 
     circus_log = sup.log()
     stopped = re.findall(r"\[INFO\] (\S+) stopped", circus_log)
-    assert set(stopped[-len(WATCHERS):]) == set(WATCHERS), circus_log
+    assert set(stopped[-len(WATCHERS) :]) == set(WATCHERS), circus_log
     # Redis went last: the shim stopped it once every web and worker connection was closed, and
     # after the in-flight request had used it (its access log line, written once it answered).
     redis_log = sup.log("redis")
@@ -443,7 +459,8 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
     [shutdown] = re.findall(r"(\d+ \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) [*#] User requested shutdown", redis_log)
     [answered] = re.findall(
         r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \d+ aiohttp\.access .*\"GET /api/v1/baz HTTP/1\.1\" 200",
-        sup.log("web"), re.MULTILINE,
+        sup.log("web"),
+        re.MULTILINE,
     )
     redis_stopped_at = datetime.strptime(shutdown, "%d %b %Y %H:%M:%S.%f")
     assert redis_stopped_at >= datetime.strptime(answered, "%Y-%m-%d %H:%M:%S,%f"), (shutdown, answered)

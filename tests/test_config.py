@@ -103,7 +103,9 @@ def test_bad_config_stops_the_cli_with_one_line(tmp_path):
     path.write_text("server:\n  port: -1\n")
     result = subprocess.run(
         [sys.executable, "-m", "server", "--config", str(path), "routes"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stdout == ""
@@ -119,9 +121,7 @@ def test_importing_the_package_opens_nothing(tmp_path):
         "assert threading.active_count() == 1, threading.enumerate()\n"
         "assert 'honeybadger' not in sys.modules\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.iterdir()) == []  # no database, log or pid file appeared
 

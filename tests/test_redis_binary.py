@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from server.config import PROJECT_ROOT
-from server.helpers.redis_server import RedisProcess, find_redis_server, server_version
+from server.redis_binary import find_redis_server, server_version
+from testing.redis import RedisProcess
 
 REAL = find_redis_server()
 pytestmark = pytest.mark.skipif(REAL is None, reason="needs a redis-server >= 7.0")
@@ -58,8 +59,12 @@ def test_the_finder_keeps_the_name_a_symlinked_server_is_found_under(tmp_path):
 def test_redis_path_command_prints_the_symlink(tmp_path):
     bin_dir = debian_layout(tmp_path / "bin")
     out = subprocess.run(
-        [sys.executable, "-m", "server", "redis-path"], cwd=PROJECT_ROOT, env=path_env(bin_dir),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "server", "redis-path"],
+        cwd=PROJECT_ROOT,
+        env=path_env(bin_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(bin_dir / "redis-server")

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import pytest
-
 from fixtures_jobs import auth_header
+from support import make_test_config, problem
+
 from server.app import create_app
 from server.config import load_config
-from support import make_test_config, problem
 
 EVERY_KIND = [
     ("GET", "/", 200),
@@ -33,8 +33,16 @@ async def test_every_answer_says_nosniff(jobs_client, method, path, status):
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("path", ["/internal/status", "/internal/jobs/failed", "/internal/saq/",
-                                  "/internal/saq/static/app.js", "/internal/saq/api/queues"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/internal/status",
+        "/internal/jobs/failed",
+        "/internal/saq/",
+        "/internal/saq/static/app.js",
+        "/internal/saq/api/queues",
+    ],
+)
 async def test_internal_answers_say_nosniff_and_are_never_framed(jobs_client, path):
     resp = await jobs_client.get(path, headers=auth_header())
     await resp.read()
@@ -61,15 +69,18 @@ async def test_json_answers_carry_no_page_policy(client):
     assert "Content-Security-Policy" not in resp.headers
 
 
-@pytest.mark.parametrize("host", ["localhost", "localhost:8080", "127.0.0.1", "127.0.0.1:1", "[::1]:8080",
-                                  "LOCALHOST.", "[::1]"])
+@pytest.mark.parametrize(
+    "host", ["localhost", "localhost:8080", "127.0.0.1", "127.0.0.1:1", "[::1]:8080", "LOCALHOST.", "[::1]"]
+)
 async def test_loopback_hosts_are_answered(client, host):
     resp = await client.get("/healthz", headers={"Host": host})
     assert resp.status == 200
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "localhost.evil.example", "10.0.0.1",
-                                  "[::2]:80", "127.0.0.1.nip.io", ""])
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example", "evil.example:8080", "localhost.evil.example", "10.0.0.1", "[::2]:80", "127.0.0.1.nip.io", ""],
+)
 async def test_other_hosts_are_a_400(client, host):
     resp = await client.get("/api/v1/foo", headers={"Host": host})
     body = await problem(resp, 400)
@@ -78,12 +89,19 @@ async def test_other_hosts_are_a_400(client, host):
 
 
 async def test_configured_hosts_replace_the_default(tmp_path, redis_url, aiohttp_client):
-    config = make_test_config(database=tmp_path / "h.db", redis_url=redis_url,
-                              server={"allowed_hosts": ["api.example.com", ".example.org"]})
+    config = make_test_config(
+        database=tmp_path / "h.db", redis_url=redis_url, server={"allowed_hosts": ["api.example.com", ".example.org"]}
+    )
     client = await aiohttp_client(create_app(config))
-    for host, status in [("api.example.com", 200), ("API.example.com:443", 200), ("example.org", 200),
-                         ("a.b.example.org", 200), ("localhost", 400), ("example.com", 400),
-                         ("badexample.org", 400)]:
+    for host, status in [
+        ("api.example.com", 200),
+        ("API.example.com:443", 200),
+        ("example.org", 200),
+        ("a.b.example.org", 200),
+        ("localhost", 400),
+        ("example.com", 400),
+        ("badexample.org", 400),
+    ]:
         resp = await client.get("/healthz", headers={"Host": host})
         assert resp.status == status, host
 

@@ -9,10 +9,10 @@ import logging
 import sqlite3
 
 import pytest
+from support import make_test_config, problem
 
 from server.app import create_app
 from server.keys import DB_KEY, STORAGE_FAULTS_KEY
-from support import make_test_config, problem
 
 
 def with_database(config, **changes):
@@ -22,7 +22,8 @@ def with_database(config, **changes):
 @pytest.fixture
 def locked_config(tmp_path, redis_url, honeybadger_collector):
     config = make_test_config(
-        database=tmp_path / "faults.db", redis_url=redis_url,
+        database=tmp_path / "faults.db",
+        redis_url=redis_url,
         honeybadger=honeybadger_collector.honeybadger_config(),
     )
     return with_database(config, busy_timeout_ms=300, max_waiting_writers=2)

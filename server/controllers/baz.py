@@ -6,10 +6,11 @@ from typing import Any
 
 from aiohttp import web
 
-from server.controllers.versions_base import api_version
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.middlewares.cache import cache_policy, cached, request_key
-from server.middlewares.validation import route_handler
+from server.middlewares.cache import request_key
+from server.routing.meta import meta_for
+from server.routing.stamps import cached
+from server.routing.versions import api_version
 from server.services.cat_facts import fetch_cat_fact
 from server.workers.enqueue import enqueue_once
 
@@ -24,11 +25,15 @@ async def queue_slow_job(request: web.Request) -> str:
     """The production enqueuer (create_app sets it): `slow_job` on the default queue, carrying
     the request id, at most one per cache key per cache TTL (however often the answer is
     recomputed: a refresh, the cache down or disabled); raises ServiceUnavailable when Redis is down."""
-    policy = cache_policy(route_handler(request))
+    route = meta_for(request)
+    policy = route.cache if route is not None else None
     assert policy is not None  # get_baz is @cached
     ttl = policy.ttl or request.config_dict[CONFIG_KEY].cache.default_ttl
     job = await enqueue_once(
-        request.config_dict, "slow_job", once_key=request_key(request, policy), ttl=ttl,
+        request.config_dict,
+        "slow_job",
+        once_key=request_key(request, policy),
+        ttl=ttl,
         seconds=SLOW_JOB_SECONDS,
     )
     return job.key

@@ -9,7 +9,7 @@ fails, the handler answers (`BYPASS`); the cache never turns an answer into an e
 What a client cannot do through it: grow the key space with parameters the route does not
 declare (a 400), make every request recompute (`no-cache` is honoured within a per-client
 budget), or read an entry from before a write that has answered (every entry key carries the
-namespace's generation, read from the database; see server/helpers/response_cache.py). What
+namespace's generation, read from the database; see server/cache/store.py). What
 Redis cannot do through it: choose what a hit answers beyond the body (status 200, the route's
 declared content type, only its declared headers, each checked).
 
@@ -24,33 +24,25 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
-from server.config import CacheConfig, Config
-from server.helpers.errors import InvalidInput
-from server.helpers.response_cache import (
-    REDIS_ERRORS, Entry, ResponseCache, bump_generation, invalidate, read_generation,
-)
-from server.keys import API_VERSION_KEY, CACHE_KEY, CONFIG_KEY, DB_KEY
-from server.middlewares.validation import request_schemas, route_handler
+from server.cache.policy import CachePolicy
+from server.cache.store import REDIS_ERRORS, Entry, ResponseCache, bump_generation, invalidate, read_generation
+from server.config import CacheConfig
+from server.errors import InvalidInput
+from server.keys import API_VERSION_KEY, CACHE_KEY, DB_KEY
+from server.routing.meta import RouteMeta, meta_for
 
 log = logging.getLogger(__name__)
 
-H = TypeVar("H", bound=Callable[..., Any])
-
-STAMP = "__cache_policy__"
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
-# Headers of a handler's answer kept in the entry besides Content-Type (a route may add more).
-STORED_HEADERS = ("Content-Language", "ETag", "Last-Modified", "Link")
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # A header value replayed from Redis: visible ASCII and tabs only (no CR/LF, no controls).
 _SAFE_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]{0,1024}")
 # First poll of a waiting miss, and the cap of its doubling.
@@ -58,79 +50,18 @@ _POLL_FIRST = 0.005
 _POLL_MAX = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
-    """What `@cached` declares for a route."""
-
-    ttl: int | None
-    vary_query: bool | frozenset[str]
-    vary_headers: tuple[str, ...]
-    namespace: str
-    store_headers: tuple[str, ...]
-    vary: str | None  # the Vary header answers carry
-    content_type: str  # the only media type stored and replayed
-
-
-def cached(
-    ttl: int | None = None,
-    *,
-    vary_query: bool | Iterable[str] = True,
-    vary_headers: Iterable[str] = (),
-    namespace: str = "default",
-    store_headers: Iterable[str] = (),
-    content_type: str = "application/json",
-) -> Callable[[H], H]:
-    """Cache the route's 200 answers in Redis.
-
-    `ttl` in seconds (None: `cache.default_ttl`); `vary_query` True keys on every parameter
-    of the route's query schema and answers 400 to any other (no schema: no parameter), False
-    on none, a list of names on those only (others are ignored); `vary_headers` request
-    headers that change the answer (also sent as `Vary`); `namespace` groups entries for
-    `invalidate_namespace`; `store_headers` answer headers kept besides the defaults;
-    `content_type` the media type of the answers stored (others are not).
-    Raises ValueError for a bad declaration, when decorating.
-    """
-    if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
-        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
-    if not _NAMESPACE.fullmatch(namespace):
-        raise ValueError(f"namespace must match {_NAMESPACE.pattern}, got {namespace!r}")
-    if isinstance(vary_query, str):
-        raise ValueError("vary_query takes True, False or a list of parameter names, not a string")
-    query: bool | frozenset[str] = vary_query if isinstance(vary_query, bool) else frozenset(vary_query)
-    headers = tuple(vary_headers)
-    policy = CachePolicy(
-        ttl=ttl,
-        vary_query=query,
-        vary_headers=headers,
-        namespace=namespace,
-        store_headers=(*STORED_HEADERS, *store_headers),
-        vary=", ".join(headers) or None,
-        content_type=content_type.lower(),
-    )
-
-    def stamp(handler: H) -> H:
-        setattr(handler, STAMP, policy)
-        return handler
-
-    return stamp
-
-
-def cache_policy(handler: Any) -> CachePolicy | None:
-    return getattr(handler, STAMP, None) if handler is not None else None
-
-
-def declared_parameters(handler: Any) -> frozenset[str]:
+def declared_parameters(route: RouteMeta) -> frozenset[str]:
     """The query parameters a route declares: its query schema's properties (none without one)."""
-    query = request_schemas(handler).get("query")
+    query = route.query
     return frozenset(query.schema.get("properties", {})) if query is not None else frozenset()
 
 
-def check_parameters(request: web.Request, handler: Any, policy: CachePolicy) -> None:
+def check_parameters(request: web.Request, route: RouteMeta, policy: CachePolicy) -> None:
     """Raises InvalidInput (400) for a query parameter the route does not declare, when the
     key covers every parameter (`vary_query=True`): each would otherwise be a new entry."""
     if policy.vary_query is not True or not request.rel_url.raw_query_string:
         return
-    unknown = sorted(set(request.query) - declared_parameters(handler))
+    unknown = sorted(set(request.query) - declared_parameters(route))
     if unknown:
         raise InvalidInput(
             "unknown query parameters",
@@ -168,9 +99,7 @@ def request_key(request: web.Request, policy: CachePolicy) -> str:
         key = f"{key}?{query}"
     if policy.vary_headers:
         headers = request.headers
-        key += "".join(
-            f"|{h}={quote(headers[h], safe='')}" if h in headers else f"|{h}" for h in policy.vary_headers
-        )
+        key += "".join(f"|{h}={quote(headers[h], safe='')}" if h in headers else f"|{h}" for h in policy.vary_headers)
     return key
 
 
@@ -334,12 +263,14 @@ class _Miss:
                 return await self.compute(None)
 
 
-async def serve_cached(request: web.Request, handler: Handler, policy: CachePolicy) -> web.StreamResponse:
+async def serve_cached(
+    request: web.Request, handler: Handler, route: RouteMeta, policy: CachePolicy
+) -> web.StreamResponse:
     """Answer a cacheable request from the cache, or from the handler and fill the cache.
 
     Raises InvalidInput (400) for an undeclared query parameter, what reading the namespace's
     generation from the database raises (a storage fault is a 503)."""
-    check_parameters(request, route_handler(request), policy)
+    check_parameters(request, route, policy)
     store = request.config_dict[CACHE_KEY]
     if not store.config.enabled or not store.outage.usable():
         return await _bypass(request, handler, policy)
@@ -366,33 +297,10 @@ async def serve_cached(request: web.Request, handler: Handler, policy: CachePoli
 
 @web.middleware
 async def cache(request: web.Request, handler: Handler) -> web.StreamResponse:
-    policy = cache_policy(route_handler(request))
-    if policy is None or request.method not in CACHEABLE_METHODS:
+    route = meta_for(request)
+    if route is None or route.cache is None or request.method not in CACHEABLE_METHODS:
         return await handler(request)
-    return await serve_cached(request, handler, policy)
-
-
-def make_cache_redis(config: Config) -> Redis:
-    """The cache's own client: `cache.redis_url`, or the queue's `redis.url` when empty (a
-    separate instance can evict entries under maxmemory without touching the queues)."""
-    url = config.cache.redis_url or config.redis.url
-    return Redis.from_url(
-        url,
-        password=config.redis.password or None,  # a password in the URL wins
-        socket_connect_timeout=config.redis.connect_timeout,
-        health_check_interval=30,
-    )
-
-
-async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The response cache on a Redis client of its own (lazy: nothing connects here)."""
-    config = app[CONFIG_KEY]
-    client = make_cache_redis(config)
-    app[CACHE_KEY] = ResponseCache(client, config.cache, timeout=config.redis.socket_timeout)
-    try:
-        yield
-    finally:
-        await client.aclose()
+    return await serve_cached(request, handler, route, route.cache)
 
 
 async def invalidate_namespace(

@@ -7,9 +7,10 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.helpers.errors import DomainError
-from server.helpers.problems import problem
+from server.errors import DomainError
 from server.keys import REPORTER_KEY, STORAGE_FAULTS_KEY
+from server.middlewares.problems import problem
+from server.middlewares.reporting import report_request_error
 from server.models.faults import retry_after, storage_fault
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except DomainError as exc:
         return problem(
-            request, exc.status, exc.title, detail=exc.detail, type=exc.type,
-            errors=exc.errors, errors_truncated=exc.errors_truncated, headers=exc.headers,
+            request,
+            exc.status,
+            exc.title,
+            detail=exc.detail,
+            type=exc.type,
+            errors=exc.errors,
+            errors_truncated=exc.errors_truncated,
+            headers=exc.headers,
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -45,7 +52,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             if faults is not None:
                 faults.record(kind, exc)
             return problem(
-                request, 503, "Service Unavailable",
+                request,
+                503,
+                "Service Unavailable",
                 detail="The database cannot take this request now; try again shortly.",
                 headers={"Retry-After": str(retry_after(kind))},
             )
@@ -53,7 +62,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         reporter = request.config_dict.get(REPORTER_KEY)
         if reporter is not None:
             try:
-                reporter(request, exc)
+                report_request_error(reporter, request, exc)
             except Exception:
                 log.exception("error reporter failed")
         return problem(request, 500, "Internal Server Error", detail="The server failed to handle the request.")

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from server.config import Config
-from server.helpers.errors import InvalidInput
-from server.middlewares.auth import INTERNAL_PREFIX, Middleware, under_prefix
+from server.errors import InvalidInput
+from server.middlewares.auth import INTERNAL_PREFIX, under_prefix
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Addresses that mean "every interface": not a name a client can send.
@@ -90,9 +90,7 @@ def host_guard(config: Config) -> Middleware:
         if header is not None:  # HTTP/1.0 may omit it; a browser never does
             name = host_name(header)
             if name not in exact and not _allowed(name, suffixes):
-                raise InvalidInput(
-                    "this server does not answer to that Host name (see server.allowed_hosts)"
-                )
+                raise InvalidInput("this server does not answer to that Host name (see server.allowed_hosts)")
         return await handler(request)
 
     return allowed_hosts

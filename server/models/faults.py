@@ -16,11 +16,11 @@ log = logging.getLogger(__name__)
 # SQLite's primary result codes (https://sqlite.org/rescode.html) that are faults of the storage
 # rather than of the statement: the same statement succeeds once the condition clears.
 _SQLITE_FAULTS = {
-    5: "busy",        # SQLITE_BUSY: another connection holds the lock past busy_timeout
-    6: "locked",      # SQLITE_LOCKED: a conflict inside one connection's shared cache
-    8: "read-only",   # SQLITE_READONLY: the file, its folder or the connection cannot be written
-    10: "io",         # SQLITE_IOERR: the disk failed a read or write
-    13: "full",       # SQLITE_FULL: the disk (or max_page_count) is full
+    5: "busy",  # SQLITE_BUSY: another connection holds the lock past busy_timeout
+    6: "locked",  # SQLITE_LOCKED: a conflict inside one connection's shared cache
+    8: "read-only",  # SQLITE_READONLY: the file, its folder or the connection cannot be written
+    10: "io",  # SQLITE_IOERR: the disk failed a read or write
+    13: "full",  # SQLITE_FULL: the disk (or max_page_count) is full
     14: "cant-open",  # SQLITE_CANTOPEN: the file or its journal cannot be opened
 }
 # Seconds a client is asked to wait: a lock clears fast, a full or read-only disk needs a person.
@@ -74,7 +74,8 @@ class StorageFaults:
             self._in_outage = 0
             log.warning(
                 "storage unavailable (%s: %s); answering 503 with Retry-After while it lasts",
-                kind, exc,
+                kind,
+                exc,
             )
         else:
             log.debug("storage still unavailable (%s): %s", kind, exc)

@@ -13,10 +13,10 @@ from aiohttp.helpers import ChainMapProxy
 from redis.exceptions import RedisError
 from saq.job import Job
 
-from server.helpers.errors import ServiceUnavailable
+from server.errors import ServiceUnavailable
 from server.keys import CONFIG_KEY, QUEUES_KEY
-from server.middlewares.request_id import current_request_id
-from server.workers.queues import job_defaults
+from server.log_context import current_request_id
+from server.services.queues import job_defaults
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,7 @@ AppLike = web.Application | ChainMapProxy  # an app, or a handler's request.conf
 
 def _unavailable(action: str, exc: BaseException) -> ServiceUnavailable:
     log.warning("job queue unavailable (%s): %r", action, exc)
-    return ServiceUnavailable(
-        "The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS
-    )
+    return ServiceUnavailable("The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS)
 
 
 async def enqueue(app: AppLike, function: str, *, priority: str = "default", **kwargs: Any) -> Job:
@@ -54,7 +52,7 @@ async def enqueue(app: AppLike, function: str, *, priority: str = "default", **k
         job = await queue.enqueue(function, **job_kwargs)
         if job is None and "key" in job_kwargs:  # that key is already queued or running
             job = await queue.job(job_kwargs["key"])
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("enqueue", exc) from None
     if job is None:
         raise _unavailable("enqueue", LookupError(f"job {job_kwargs.get('key')} vanished"))
@@ -83,7 +81,7 @@ async def enqueue_once(
                 pipe.set(marker, uuid.uuid4().hex, nx=True, ex=max(1, ttl))
                 pipe.get(marker)
                 _, key = await pipe.execute()
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("enqueue", exc) from None
     if key is None:  # expired between the two commands: a window of its own
         key = uuid.uuid4().hex.encode()
@@ -94,5 +92,5 @@ async def find_job(app: AppLike, key: str) -> Job | None:
     """The job with this key on any queue, or None; raises ServiceUnavailable when Redis is down."""
     try:
         return await app[QUEUES_KEY].find(key)
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("find", exc) from None

@@ -18,14 +18,25 @@ from typing import Any
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
-from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
 # Keywords whose implementation descends into parts of the instance or tests subschemas.
 _DESCENDING = (
-    "items", "prefixItems", "contains", "properties", "patternProperties", "additionalProperties",
-    "propertyNames", "dependentSchemas", "allOf", "anyOf", "oneOf", "not", "if",
-    "unevaluatedItems", "unevaluatedProperties",
+    "items",
+    "prefixItems",
+    "contains",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "propertyNames",
+    "dependentSchemas",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "unevaluatedItems",
+    "unevaluatedProperties",
 )
 _REFERENCES = ('"$ref"', '"$dynamicRef"', '"$recursiveRef"')
 
@@ -52,7 +63,7 @@ class FastChecks:
                 text = '"$ref"'
             if not any(ref in text for ref in _REFERENCES):
                 try:
-                    validator = jsonschema_rs.Draft202012Validator(schema, validate_formats=True, offline=True)
+                    validator = jsonschema_rs.Draft202012Validator(dict(schema), validate_formats=True, offline=True)
                 except Exception:  # a subschema jsonschema-rs cannot take alone: walk it in Python
                     validator = None
         self._compiled[id(schema)] = (schema, validator)  # the schema is kept alive with its id
@@ -75,16 +86,17 @@ class FastChecks:
 class _Pruning:
     """Stands in for the validator a keyword function receives: skips parts known valid."""
 
-    __slots__ = ("_validator", "_checks")
+    __slots__ = ("_checks", "_validator")
 
-    def __init__(self, validator: Validator, checks: FastChecks) -> None:
+    def __init__(self, validator: Any, checks: FastChecks) -> None:
         self._validator = validator
         self._checks = checks
 
     def descend(self, instance: Any, schema: Any, *args: Any, **kwargs: Any) -> Iterator[ValidationError]:
         if self._checks.valid(schema, instance) is True:
             return iter(())
-        return self._validator.descend(instance, schema, *args, **kwargs)
+        errors: Iterator[ValidationError] = self._validator.descend(instance, schema, *args, **kwargs)
+        return errors
 
     def evolve(self, **changes: Any) -> _Pruning:
         return _Pruning(self._validator.evolve(**changes), self._checks)
@@ -99,7 +111,7 @@ class _Pruning:
 
 
 def _pruned(keyword: Callable[..., Any], checks: FastChecks) -> Callable[..., Any]:
-    def run(validator: Validator, value: Any, instance: Any, schema: Any) -> Any:
+    def run(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
         return keyword(_Pruning(validator, checks), value, instance, schema)
 
     return run
@@ -109,7 +121,7 @@ def _items(checks: FastChecks) -> Callable[..., Any]:
     """`items` over a long array: one jsonschema-rs call per element, Python only for bad ones."""
     keyword = Draft202012Validator.VALIDATORS["items"]
 
-    def run(validator: Validator, items: Any, instance: Any, schema: Any) -> Any:
+    def run(validator: Any, items: Any, instance: Any, schema: Any) -> Any:
         fast = checks.validator(items)
         if fast is None or not validator.is_type(instance, "array"):
             return keyword(_Pruning(validator, checks), items, instance, schema)
@@ -119,7 +131,7 @@ def _items(checks: FastChecks) -> Callable[..., Any]:
 
 
 def _bad_items(
-    validator: Validator, fast: Any, items: Any, instance: list[Any], start: int
+    validator: Any, fast: Any, items: Any, instance: list[Any], start: int
 ) -> Iterator[ValidationError]:
     is_valid = fast.is_valid
     for index in range(start, len(instance)):
@@ -127,12 +139,13 @@ def _bad_items(
             yield from validator.descend(instance=instance[index], schema=items, path=index)
 
 
-def lazy_validator(schema: Mapping[str, Any]) -> Validator:
+def lazy_validator(schema: dict[str, Any]) -> Any:
     """A Draft 2020-12 validator (format checking on) whose `iter_errors` yields violations
     lazily, skipping the parts of the instance jsonschema-rs finds valid."""
     checks = FastChecks()
     base = Draft202012Validator.VALIDATORS
     overrides = {name: _pruned(base[name], checks) for name in _DESCENDING if name in base}
     overrides["items"] = _items(checks)
-    cls = extend(Draft202012Validator, overrides)
-    return cls(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)  # type: ignore[no-any-return]
+    # jsonschema's `extend` is untyped; the class it makes is a Draft 2020-12 validator.
+    cls: Any = extend(Draft202012Validator, overrides)  # type: ignore[no-untyped-call]
+    return cls(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)

@@ -9,9 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from server.errors import PROBLEM_CONTENT_TYPE
 from server.keys import REQUEST_ID_KEY
-
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
 def status_title(status: int) -> str:
@@ -32,10 +31,7 @@ def problem(
     errors_truncated: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """Build an `application/problem+json` answer carrying the request id.
-
-    `errors_truncated` adds `"errors_truncated": true`: `errors` lists only the first violations.
-    """
+    """Build an `application/problem+json` answer carrying the request id."""
     body: dict[str, Any] = {
         "type": type,
         "title": title or status_title(status),
@@ -45,9 +41,7 @@ def problem(
     }
     if errors is not None:
         body["errors"] = list(errors)
-        if errors_truncated:
+        if errors_truncated:  # `errors` lists only the first violations (server.max_violations)
             body["errors_truncated"] = True
-    response = web.Response(
-        status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
-    )
+    response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
     return response

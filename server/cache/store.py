@@ -129,8 +129,12 @@ class Entry:
             head, headers, body = raw.split(b"\n", 2)
             status, ttl, stored_at, content_type = head.decode().split(" ", 3)
             return cls(
-                int(status), int(ttl), float(stored_at), content_type,
-                json.loads(headers) if headers else {}, body,
+                int(status),
+                int(ttl),
+                float(stored_at),
+                content_type,
+                json.loads(headers) if headers else {},
+                body,
             )
         except ValueError:
             return None
@@ -155,8 +159,9 @@ class Outage:
         if self.down_since is None:
             self.down_since = now
             log.warning(
-                "response cache unavailable (%s: %s); answering from handlers (X-Cache: BYPASS) "
-                "until Redis is back", type(exc).__name__, exc,
+                "response cache unavailable (%s: %s); answering from handlers (X-Cache: BYPASS) until Redis is back",
+                type(exc).__name__,
+                exc,
             )
         else:
             log.debug("response cache still unavailable: %r", exc)
