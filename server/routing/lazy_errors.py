@@ -130,9 +130,7 @@ def _items(checks: FastChecks) -> Callable[..., Any]:
     return run
 
 
-def _bad_items(
-    validator: Any, fast: Any, items: Any, instance: list[Any], start: int
-) -> Iterator[ValidationError]:
+def _bad_items(validator: Any, fast: Any, items: Any, instance: list[Any], start: int) -> Iterator[ValidationError]:
     is_valid = fast.is_valid
     for index in range(start, len(instance)):
         if not is_valid(instance[index]):
