@@ -9,7 +9,8 @@ from aiohttp import web
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
 from server.middlewares.cache import request_key
 from server.routing.meta import meta_for
-from server.routing.stamps import cached
+from server.routing.openapi import problem_response
+from server.routing.stamps import cached, describe
 from server.routing.versions import api_version
 from server.services.cat_facts import fetch_cat_fact
 from server.workers.enqueue import enqueue_once
@@ -56,6 +57,14 @@ async def enqueue_slow_job(request: web.Request) -> dict[str, str] | None:
 
 
 @routes.get("/baz", name="baz")
+@describe(
+    summary="A cat fact (cached), and the job its computation started",
+    responses={
+        502: problem_response(502),
+        503: problem_response(503),
+        504: problem_response(504),
+    },
+)
 @cached(namespace=BAZ_NAMESPACE)
 async def get_baz(request: web.Request) -> web.Response:
     fact = await fetch_cat_fact(request.config_dict[HTTP_KEY], request.config_dict[CONFIG_KEY].cat_facts)
