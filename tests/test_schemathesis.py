@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import make_test_config
 
 from server.app import create_app
-from support import make_test_config
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 # Bounded: a few tens of seconds on 2 cores for every operation of both API versions.
@@ -29,16 +29,27 @@ async def test_schemathesis_finds_no_failure(redis_url, fake_cat_facts, tmp_path
     )
     server = await aiohttp_server(create_app(config))
     command = [
-        str(SCHEMATHESIS), "run", str(server.make_url("/openapi.json")),
-        "--checks", "all",
-        "--exclude-path-regex", r"^/api/v[0-9]+/fail$",
-        "--max-examples", str(EXAMPLES_PER_OPERATION),
-        "--seed", "1",
-        "--workers", "1",
-        "--suppress-health-check", "all",
-        "--request-timeout", "10",
-        "--max-failures", "20",
-        "--report-dir", str(tmp_path / "report"),
+        str(SCHEMATHESIS),
+        "run",
+        str(server.make_url("/openapi.json")),
+        "--checks",
+        "all",
+        "--exclude-path-regex",
+        r"^/api/v[0-9]+/fail$",
+        "--max-examples",
+        str(EXAMPLES_PER_OPERATION),
+        "--seed",
+        "1",
+        "--workers",
+        "1",
+        "--suppress-health-check",
+        "all",
+        "--request-timeout",
+        "10",
+        "--max-failures",
+        "20",
+        "--report-dir",
+        str(tmp_path / "report"),
     ]
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
     proc = await asyncio.create_subprocess_exec(
