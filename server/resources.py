@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from server.keys import CACHE_KEY, CONFIG_KEY, DB_KEY, HTTP_KEY, QUEUES_KEY, RED
 from server.models.database import Database
 from server.models.migrate import prepare_database
 from server.services.honeybadger.sender import HoneybadgerReporter
-from server.services.queues import build_queues
+from server.services.queues import JobQueues, build_queues
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +112,26 @@ async def queues_ctx(app: web.Application) -> AsyncIterator[None]:
     # Clients of their own, bounded like the app's: an enqueue with Redis down answers 503 fast.
     queues = build_queues(app[CONFIG_KEY], worker=False)
     app[QUEUES_KEY] = queues
+    # Connect in the background (start-up does not wait, and goes on with Redis down): a process
+    # holding a connection is one the supervised Redis waits for when everything stops, so a
+    # request in flight then can still enqueue (server/supervision.py, redis_shim).
+    warm = asyncio.create_task(_connect_queues(queues, app[CONFIG_KEY].redis.connect_timeout))
     try:
         yield
     finally:
+        warm.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warm
         await queues.disconnect()
+
+
+async def _connect_queues(queues: JobQueues, timeout: float) -> None:
+    for queue in queues.values():
+        try:
+            async with asyncio.timeout(timeout):
+                await queue.redis.ping()  # type: ignore[misc]  # redis-py: "awaitable or value"
+        except Exception as exc:  # Redis down: the first enqueue will say so (503)
+            log.info("queue %s not reachable at start-up (%r)", queue.name, exc)
 
 
 async def reporter_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -37,7 +37,10 @@ NASTY = [
     # Many-item arrays, each item wrong or right, up to the body limit.
     (json.dumps({"hello": "x", "world": [1] * 500_000}, separators=(",", ":")).encode(), "application/json"),
     (json.dumps({"hello": 1, "world": [{"color": 1, "size": "x"}] * 35_000}).encode(), "application/json"),
-    (json.dumps({"hello": "x", "world": [{"color": "c"}] * 70_000}, separators=(",", ":")).encode(), "application/json"),
+    (
+        json.dumps({"hello": "x", "world": [{"color": "c"}] * 70_000}, separators=(",", ":")).encode(),
+        "application/json",
+    ),
     (json.dumps([{"name": 1}] * 90_000, separators=(",", ":")).encode(), "application/json"),
     (json.dumps({"name": ["x"] * 200_000}, separators=(",", ":")).encode(), "application/json"),
     (json.dumps({f"k{i}": i for i in range(60_000)}, separators=(",", ":")).encode(), "application/json"),
