@@ -13,10 +13,20 @@ from server.config import Config
 from server.controllers import baz, docs, pages
 from server.controllers.internal import mount_internal
 from server.controllers.versions import version_tables
-from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY, REPORTER_KEY, SLOW_JOB_ENQUEUER_KEY
+from server.keys import (
+    CONFIG_KEY,
+    DB_KEY,
+    HTTP_KEY,
+    REDIS_KEY,
+    REPORTER_KEY,
+    SLOW_JOB_ENQUEUER_KEY,
+    STORAGE_FAULTS_KEY,
+)
 from server.middlewares.cache import cache_layer
-from server.middlewares.errors import request_id_and_errors
+from server.middlewares.errors import every_request
+from server.middlewares.security import host_check, security_headers
 from server.middlewares.validation import validation_layer
+from server.models.faults import StorageFaults
 from server.resources import (
     WorkerResources,
     cache_ctx,
@@ -60,18 +70,20 @@ def api_layers(config: Config) -> list[Layer]:
     Each wraps only the routes that declare what it serves. The cache comes before validation:
     a hit skips validating the request it answers (see middlewares/cache.py).
     """
-    return [cache_layer, validation_layer]
+    return [cache_layer, validation_layer(config.server.max_violations)]
 
 
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
     app = web.Application(
-        # The one middleware every request passes; what only some routes need is composed per
-        # route from its stamps (api_layers), so an unstamped route pays for nothing else.
-        middlewares=[request_id_and_errors],
+        # The one middleware every request passes (request id, Host check, problem details); what
+        # only some routes need is composed per route from its stamps (api_layers).
+        middlewares=[every_request(host_check(config))],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG_KEY] = config
+    app[STORAGE_FAULTS_KEY] = StorageFaults()
+    app.on_response_prepare.append(security_headers)
     # baz's seam to the queue (tests may swap it for an enqueuer of their own).
     app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job
     aiohttp_jinja2.setup(

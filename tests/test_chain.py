@@ -10,7 +10,7 @@ from support import assert_problem
 
 from server.app import api_layers, create_app
 from server.controllers.bar import post_bar
-from server.controllers.foo import get_foo
+from server.controllers.fail import get_fail
 from server.middlewares.request_id import new_request_id
 from server.routing.chain import Route, chained
 from server.routing.meta import meta, meta_for, registered
@@ -23,8 +23,8 @@ def api_route(app: web.Application, path: str, method: str = "GET") -> web.Abstr
 
 async def test_an_unstamped_route_is_registered_bare(config):
     app = create_app(config)
-    # No layer applies to foo: aiohttp calls the controller's function itself.
-    assert api_route(app, "/api/v1/foo").handler is get_foo
+    # No layer applies to fail (it declares no schema, no cache): aiohttp calls the function itself.
+    assert api_route(app, "/api/v1/fail").handler is get_fail
     # bar declares a body schema: its chain is composed, and still carries the stamp and the handler.
     chain = api_route(app, "/api/v1/bar", "POST").handler
     assert chain is not post_bar
@@ -94,7 +94,7 @@ async def test_class_based_views_get_a_chain_per_method(sample_client):
 
 
 def test_the_api_layers_are_cache_then_validation(config):
-    assert [layer.__name__ for layer in api_layers(config)] == ["cache_layer", "validation_layer"]
+    assert [layer.__name__ for layer in api_layers(config)] == ["cache_layer", "validation"]
 
 
 def test_generated_request_ids_are_unique_and_within_the_contract():

@@ -34,7 +34,7 @@ from server.services.queues import build_queues
 from server.workers.enqueue import enqueue
 from testing.redis import free_port
 
-WATCHERS = ("redis", "web", "worker", "worker-high", "worker-low")
+WATCHERS = ("redis", "redis-cache", "web", "worker", "worker-high", "worker-low")
 WEB_PIDS_IN_ACCESS_LOG = re.compile(r"^\S+ \S+ INFO (\d+) aiohttp\.access ", re.MULTILINE)
 
 
@@ -166,7 +166,7 @@ class Supervisor:
 
 @pytest.fixture
 def circus_ports() -> dict[str, int]:
-    return {"server": free_port(), "redis": free_port()}
+    return {"server": free_port(), "redis": free_port(), "cache": free_port()}
 
 
 @pytest.fixture
@@ -284,6 +284,7 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         # circus.endpoint left at its default: a unix socket under var/ beside the config file.
         circus={"timeout": 5.0},
         queue={"job_timeout": 10, "sweep_interval": 1, "shutdown_grace": 3.0},
+        cache={"redis_url": f"redis://127.0.0.1:{ports['cache']}/0"},
     )
     sup = supervisor_factory(config)
     assert sup.endpoint == f"ipc://{tmp_path}/var/circus/control.sock"
@@ -319,6 +320,22 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         await anonymous.aclose()
     config = load_config(write_config(tmp_path / "client.yaml", config), {"REDIS_PASSWORD_FILE": str(password_file)})
     assert config.redis.password == password
+    # The cache's own Redis: the same password; a full memory evicts cache entries, never a job.
+    for port, policy, persisted in ((ports["cache"], "allkeys-lru", "no"), (ports["redis"], "noeviction", "yes")):
+        client = redis.asyncio.Redis(port=port, password=password, decode_responses=True)
+        try:
+            assert (await client.config_get("maxmemory-policy"))["maxmemory-policy"] == policy
+            assert (await client.config_get("appendonly"))["appendonly"] == persisted
+            if policy == "allkeys-lru":
+                assert int((await client.config_get("maxmemory"))["maxmemory"]) > 0
+        finally:
+            await client.aclose()
+    anonymous = redis.asyncio.Redis(port=ports["cache"])
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            await anonymous.ping()
+    finally:
+        await anonymous.aclose()
     await assert_private_to_this_user(sup, ports["server"])
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:

@@ -1,8 +1,8 @@
-"""The one middleware every request passes: its X-Request-ID, and every error as RFC 9457 problem details.
+"""The one middleware every request passes: its X-Request-ID, the Host check, every error as problem details.
 
-Request ids and error handling are one layer (one coroutine frame per request): the id is set
-before anything else runs, on the log context too, and every answer carries it, problems
-included. Errors, ours or aiohttp's (404, 405 with Allow, 413), become problem details;
+Request ids, the allowed Host names and error handling are one layer (one coroutine frame per
+request): the id is set before anything else runs, on the log context too, and every answer
+carries it, problems included (RFC 9457). Errors, ours or aiohttp's (404, 405 with Allow, 413), become problem details;
 tracebacks only reach the log and the error reporter.
 """
 
@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from server.errors import DomainError
-from server.keys import REPORTER_KEY, REQUEST_ID_KEY
+from server.keys import REPORTER_KEY, REQUEST_ID_KEY, STORAGE_FAULTS_KEY
 from server.log_context import current_request_id
 from server.middlewares.problems import problem
 from server.middlewares.reporting import report_request_error
 from server.middlewares.request_id import REQUEST_ID_HEADER, incoming_or_new
+from server.middlewares.security import HostCheck
+from server.models.faults import retry_after, storage_fault
 
 log = logging.getLogger(__name__)
 
@@ -26,39 +28,48 @@ log = logging.getLogger(__name__)
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
 
 
-@web.middleware
-async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = incoming_or_new(request.headers.get(REQUEST_ID_HEADER))
-    request[REQUEST_ID_KEY] = rid
-    token = current_request_id.set(rid)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            # Redirects and other non-error HTTP exceptions travel as exceptions; tag them too.
-            exc.headers[REQUEST_ID_HEADER] = rid
+def every_request(check_host: HostCheck | None = None) -> Middleware:
+    """The one middleware every request passes: its id, the Host check (`security.host_check`),
+    problem details for every error."""
+
+    @web.middleware
+    async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = incoming_or_new(request.headers.get(REQUEST_ID_HEADER))
+        request[REQUEST_ID_KEY] = rid
+        token = current_request_id.set(rid)
+        try:
+            if check_host is not None:
+                check_host(request)
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                # Redirects and other non-error HTTP exceptions travel as exceptions; tag them too.
+                exc.headers[REQUEST_ID_HEADER] = rid
+                raise
+            response = http_exception_problem(request, exc)
+        except DomainError as exc:
+            response = problem(
+                request,
+                exc.status,
+                exc.title,
+                detail=exc.detail,
+                type=exc.type,
+                errors=exc.errors,
+                errors_truncated=exc.errors_truncated,
+                headers=exc.headers,
+            )
+        except ConnectionResetError:
+            # The client went away mid-request: nobody to answer, nothing to report; aiohttp logs it.
             raise
-        response = http_exception_problem(request, exc)
-    except DomainError as exc:
-        response = problem(
-            request,
-            exc.status,
-            exc.title,
-            detail=exc.detail,
-            type=exc.type,
-            errors=exc.errors,
-            headers=exc.headers,
-        )
-    except ConnectionResetError:
-        # The client went away mid-request: nobody to answer, nothing to report; aiohttp logs it.
-        raise
-    except Exception as exc:  # CancelledError is a BaseException: a cancelled handler is not caught
-        response = unhandled_problem(request, exc)
-    finally:
-        current_request_id.reset(token)
-    if not response.prepared:
-        response.headers[REQUEST_ID_HEADER] = rid
-    return response
+        except Exception as exc:  # CancelledError is a BaseException: a cancelled handler is not caught
+            response = unhandled_problem(request, exc)
+        finally:
+            current_request_id.reset(token)
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = rid
+        return response
+
+    return request_id_and_errors
 
 
 def http_exception_problem(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -68,7 +79,22 @@ def http_exception_problem(request: web.Request, exc: web.HTTPException) -> web.
 
 
 def unhandled_problem(request: web.Request, exc: Exception) -> web.Response:
-    """Log and report an error no handler expected; the 500 answer says nothing of it."""
+    """A storage fault's 503, or a 500 for an error no handler expected (logged and reported; the
+    answer says nothing of it)."""
+    kind = storage_fault(exc)
+    if kind is not None:
+        # Locked, busy, full, read-only: the service's condition, not a bug in the request or
+        # the code. Logged once per outage, counted, never reported as an error.
+        faults = request.config_dict.get(STORAGE_FAULTS_KEY)
+        if faults is not None:
+            faults.record(kind, exc)
+        return problem(
+            request,
+            503,
+            "Service Unavailable",
+            detail="The database cannot take this request now; try again shortly.",
+            headers={"Retry-After": str(retry_after(kind))},
+        )
     log.exception("unhandled error in %s %s", request.method, request.path)
     reporter = request.config_dict.get(REPORTER_KEY)
     if reporter is not None:
@@ -77,3 +103,7 @@ def unhandled_problem(request: web.Request, exc: Exception) -> web.Response:
         except Exception:
             log.exception("error reporter failed")
     return problem(request, 500, "Internal Server Error", detail="The server failed to handle the request.")
+
+
+# Without a Host check (tests and benchmarks of the layer itself).
+request_id_and_errors = every_request()
