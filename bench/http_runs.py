@@ -20,7 +20,7 @@ from bench import harness
 from bench.harness import TARGETS, WrkParseError, WrkResult, parse_wrk, spread
 from bench.options import BENCH_DIR, Route
 from bench.peers import PEER_ROUTES, Peer, available_peers
-from bench.processes import StartError, http_request, http_server, log
+from bench.processes import StartError, cpu_seconds, http_request, http_server, log
 from bench.stage import PY, Stage, ours_argv
 
 BASELINE_BAZ_KEY = "bench:baseline:baz"
@@ -150,7 +150,9 @@ def timed_run(stage: Stage, app: App, route: Route, rep: int) -> dict[str, Any]:
                 notes.append(f"no cache hit before the run (X-Cache: {got.x_cache})")
         if stage.opts.warmup > 0:
             wrk(stage, port, route, stage.opts.warmup)
+        cpu_before = cpu_seconds(proc.pid)
         result, _ = wrk(stage, port, route, stage.opts.duration)
+        cpu_us = (cpu_seconds(proc.pid) - cpu_before) / max(result.requests, 1) * 1e6
         if app.kind == "ours" and route.name == "baz":
             after = sample(port, route)
             if (after.x_cache or "").upper() != "HIT":
@@ -159,6 +161,9 @@ def timed_run(stage: Stage, app: App, route: Route, rep: int) -> dict[str, Any]:
             "requests_per_s": result.requests_per_s,
             "p50_ms": result.p50_ms,
             "p99_ms": result.p99_ms,
+            # The server process's own CPU per request: far less moved by other load on the
+            # machine than requests/s (Redis, on the same core, is not counted).
+            "cpu_us_per_request": cpu_us,
             "requests": result.requests,
             "non_2xx": result.non_2xx,
             "socket_errors": result.socket_errors,
@@ -224,7 +229,7 @@ def run_http(stage: Stage) -> list[dict[str, Any]]:
     return out
 
 
-FIELDS = ("requests_per_s", "p50_ms", "p99_ms")
+FIELDS = ("requests_per_s", "p50_ms", "p99_ms", "cpu_us_per_request")
 
 
 def summarize(route: Route, runs: dict[str, list[dict[str, Any]]], samples: dict[str, dict[str, Sample]]) -> dict:
@@ -251,6 +256,12 @@ def summarize(route: Route, runs: dict[str, list[dict[str, Any]]], samples: dict
             if kind not in ("ours", "baseline")
         },
         "ratio": ratio.as_dict(),
+        # The same comparison by server CPU per request: baseline's / ours, pair by pair.
+        "cpu_ratio": spread(
+            harness.pairwise_ratios(
+                [r["cpu_us_per_request"] for r in runs["baseline"]], [r["cpu_us_per_request"] for r in runs["ours"]]
+            )
+        ).as_dict(),
         "targets": harness.http_targets(ratio, spread(r["p99_ms"] for r in runs["ours"]), TARGETS),
         "notes": notes,
     }

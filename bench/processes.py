@@ -148,6 +148,27 @@ def http_server(
         proc.stop()
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by `pid` and every process under it (gunicorn's worker)."""
+    total, pending, tick = 0.0, [pid], os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        pending += _children(current)
+    return total
+
+
 def core_busy(seconds: float) -> dict[int, float]:
     """Share of each core busy over `seconds` (from /proc/stat), before the bench loads them."""
 

@@ -58,6 +58,23 @@ def _http_section(http: Sequence[Mapping[str, Any]], targets: Mapping[str, float
             f"| | baseline | {fmt_spread(base.get('requests_per_s'))} | {fmt_spread(base.get('p50_ms'), 2)} "
             f"| {fmt_spread(base.get('p99_ms'), 2)} | | | |"
         )
+    with_cpu = [r for r in http if r.get("status") == "ok" and r.get("cpu_ratio")]
+    if with_cpu:
+        lines += [
+            "",
+            "Server CPU per request (the process's own user + system time over the timed run, divided by "
+            "its requests; much less moved by other load on the machine than requests/s):",
+            "",
+            "| route | ours CPU us/request | baseline CPU us/request | baseline/ours |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for route in with_cpu:
+            lines.append(
+                f"| `{route['method']} {route['path']}` | {fmt_spread(route['ours'].get('cpu_us_per_request'), 1)} "
+                f"| {fmt_spread(route['baseline'].get('cpu_us_per_request'), 1)} "
+                f"| {fmt_spread(route['cpu_ratio'], 2)} |"
+            )
+        lines.append("")
     for route in http:
         for note in route.get("notes", []):
             lines.append(f"- `{route['method']} {route['path']}`: {note}")
@@ -85,12 +102,15 @@ def _peers_section(http: Sequence[Mapping[str, Any]]) -> list[str]:
         "| route | " + " | ".join(PEER_NAMES.get(k, k) for k in kinds) + " |",
         "| --- |" + " ---: |" * len(kinds),
     ]
-    for route in measured:
-        cells = []
-        for kind in kinds:
-            side = route.get(kind) if kind in ("ours", "baseline") else route["peers"].get(kind)
-            cells.append(fmt_spread((side or {}).get("requests_per_s")))
-        lines.append(f"| `{route['method']} {route['path']}` | " + " | ".join(cells) + " |")
+    for field, digits, title in (("requests_per_s", 0, None), ("cpu_us_per_request", 1, "server CPU us per request")):
+        if title:
+            lines += ["", f"The same runs, {title}:", "", lines[2], lines[3]]
+        for route in measured:
+            cells = []
+            for kind in kinds:
+                side = route.get(kind) if kind in ("ours", "baseline") else route["peers"].get(kind)
+                cells.append(fmt_spread((side or {}).get(field), digits))
+            lines.append(f"| `{route['method']} {route['path']}` | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
 

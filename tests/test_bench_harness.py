@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -287,3 +288,28 @@ async def test_baseline_app_answers_like_the_contract(aiohttp_client, redis_url,
     finally:
         sync.close()
     assert await (await client.get("/api/v1/baz")).json() == primed
+
+
+def test_cpu_per_request_and_the_peers_are_reported_beside_requests_per_second():
+    results = sample_results()
+    healthz = results["http"][0]
+    healthz["ours"]["cpu_us_per_request"] = Spread(40.0, 39.0, 41.0, 3).as_dict()
+    healthz["baseline"]["cpu_us_per_request"] = Spread(34.0, 33.0, 35.0, 3).as_dict()
+    healthz["cpu_ratio"] = Spread(0.85, 0.8, 0.9, 3).as_dict()
+    healthz["peers"] = {
+        "flask": {
+            "requests_per_s": Spread(900, 800, 1000, 3).as_dict(),
+            "cpu_us_per_request": Spread(700, 650, 750, 3).as_dict(),
+        }
+    }
+    text = report.render_markdown(results)
+    assert "| `GET /healthz` | 40.0 (39.0–41.0) | 34.0 (33.0–35.0) | 0.85 (0.80–0.90) |" in text
+    assert "| route | ours (aiohttp, this project) | bare aiohttp | Flask + gunicorn (sync) |" in text
+    assert "| `GET /healthz` | 9,000 (8,900–9,100) | 10,000 (9,900–10,100) | 900 (800–1,000) |" in text
+
+
+def test_cpu_seconds_of_a_process_tree():
+    from bench.processes import cpu_seconds
+
+    assert cpu_seconds(os.getpid()) > 0
+    assert cpu_seconds(2**22 + 12345) == 0.0  # gone: nothing counted

@@ -37,7 +37,8 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     """on_response_prepare: runs for every answer of the app and its sub-apps, errors and files too."""
     headers = response.headers
     headers["X-Content-Type-Options"] = "nosniff"
-    if response.content_type == "text/html":
+    # The raw header, not response.content_type: that parses the header on every answer.
+    if headers.get(hdrs.CONTENT_TYPE, "")[:9].lower() == "text/html":
         internal = under_prefix(request.path, INTERNAL_PREFIX)
         headers.setdefault("Content-Security-Policy", INTERNAL_CSP if internal else PAGE_CSP)
         headers.setdefault("Referrer-Policy", "no-referrer")
@@ -74,6 +75,9 @@ def _allowed(name: str, names: Iterable[str]) -> bool:
 HostCheck = Callable[[web.Request], None]
 
 
+_SEEN_HOSTS_MAX = 64
+
+
 def host_check(config: Config) -> HostCheck | None:
     """The check of `server.allowed_hosts` ("*": none) that the one middleware runs on every request."""
     names = allowed_host_names(config)
@@ -81,12 +85,18 @@ def host_check(config: Config) -> HostCheck | None:
         return None
     exact = frozenset(n for n in names if not n.startswith("."))
     suffixes = tuple(n for n in names if n.startswith("."))
+    # Host header values already found allowed: clients send the same few, so the common case is
+    # one set lookup. Bounded, so that varied headers cannot grow it.
+    seen: set[str] = set()
 
     def check(request: web.Request) -> None:
         header = request.headers.get(hdrs.HOST)
-        if header is not None:  # HTTP/1.0 may omit it; a browser never does
-            name = host_name(header)
-            if name not in exact and not _allowed(name, suffixes):
-                raise InvalidInput("this server does not answer to that Host name (see server.allowed_hosts)")
+        if header is None or header in seen:  # HTTP/1.0 may omit it; a browser never does
+            return
+        name = host_name(header)
+        if name not in exact and not _allowed(name, suffixes):
+            raise InvalidInput("this server does not answer to that Host name (see server.allowed_hosts)")
+        if len(seen) < _SEEN_HOSTS_MAX:
+            seen.add(header)
 
     return check

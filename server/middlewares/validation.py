@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from server.errors import InvalidInput, NotFound, UnsupportedMediaType, ValidationFailed
 from server.json_codec import loads_body
@@ -194,7 +194,9 @@ async def read_raw_json_body(request: web.Request) -> bytes:
 
     Raises UnsupportedMediaType (415); aiohttp's 413 propagates.
     """
-    if not is_json_content_type(request.content_type):
+    # The common header exactly as clients send it skips parsing it (aiohttp's content_type parses
+    # parameters too); anything else is parsed.
+    if request.headers.get(hdrs.CONTENT_TYPE) != "application/json" and not is_json_content_type(request.content_type):
         raise UnsupportedMediaType(
             f"expected a JSON body (Content-Type: application/json), got {request.content_type!r}"
         )
@@ -235,12 +237,17 @@ def validation_layer(max_violations: int) -> Layer:
         path, query, body = declared.path, declared.query, declared.body
         if path is None and query is None and body is None:
             return None
+        # Most requests of a route with optional parameters send none: decided once here.
+        no_query_is_valid = query is not None and query.is_valid({})
 
         async def validated(request: web.Request) -> web.StreamResponse:
             if path is not None:
                 request[PATH_KEY] = _checked_path(request, path)
             if query is not None:
-                request[QUERY_KEY] = _checked_query(request, query, max_violations)
+                if no_query_is_valid and not request.rel_url.raw_query_string:
+                    request[QUERY_KEY] = {}
+                else:
+                    request[QUERY_KEY] = _checked_query(request, query, max_violations)
             if body is not None:
                 raw = await read_raw_json_body(request)
                 document, found, truncated = check_body(raw, body, max_violations)
