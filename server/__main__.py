@@ -15,6 +15,7 @@ from pathlib import Path
 
 from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from server.helpers.logging import ACCESS_LOG_FORMAT, setup_logging
+from server.metrics import MetricsError, reset_metrics_dir, setup_process_metrics
 
 log = logging.getLogger("server")
 
@@ -43,6 +44,8 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
     from server.app import create_app
 
+    from server.middlewares.request_id import RequestAccessLogger
+
     app = create_app(config)
     app.on_startup.append(freeze_startup_objects)  # after the cleanup contexts have opened
     loop = new_event_loop()
@@ -51,6 +54,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=RequestAccessLogger,
         print=None,
         loop=loop,
     )
@@ -103,6 +107,10 @@ def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_supervise(config: Config, args: argparse.Namespace) -> int:
     from server.supervision import supervise
+
+    if config.metrics.enabled:
+        # A new system starts counting from zero; the files of the last run's processes go.
+        reset_metrics_dir(config.metrics.dir)
 
     return supervise(config, args.config.resolve())
 
@@ -162,6 +170,9 @@ def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# The commands whose process counts in /internal/metrics.
+PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
+
 COMMANDS = {
     "serve": cmd_serve,
     "migrate": cmd_migrate,
@@ -208,7 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.logging.level)
+    setup_logging(config.logging.level, config.logging.format)
+    if args.command in PROCESS_METRICS_COMMANDS:
+        # Before anything imports prometheus_client (it reads its directory on import).
+        try:
+            setup_process_metrics(config)
+        except MetricsError as exc:
+            print(f"{args.command}: {exc}", file=sys.stderr)
+            return 2
     from server.models.migrate import SchemaError
 
     try:

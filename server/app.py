@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,9 @@ from server.keys import (
     CONFIG_KEY, DB_KEY, HONEYBADGER_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY,
 )
 from server.middlewares.cache import cache, cache_ctx
+from server.metrics import process_metrics, setup_process_metrics
 from server.middlewares.errors import errors
+from server.middlewares.metrics import http_metrics
 from server.middlewares.request_id import request_id
 from server.middlewares.validation import validation
 from server.models.database import Database
@@ -35,10 +38,22 @@ log = logging.getLogger(__name__)
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """This process's metrics (first: the other resources report to them). In a process started
+    by `python -m server` they are set up already; here for apps built by other code (tests).
+    The files stay after shutdown: what this process counted still counts in the system's sums."""
+    await asyncio.to_thread(setup_process_metrics, app[CONFIG_KEY])
+    yield
+
+
 def make_database(config: Config) -> Database:
     """The Database of `config`, not yet open (the web app and the workers both use this)."""
     cfg = config.database
-    return Database(cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections)
+    metrics = process_metrics()
+    return Database(
+        cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections,
+        on_write_wait=metrics.observe_write_wait if metrics is not None else None,
+    )
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,10 +137,10 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
-    app = web.Application(
-        middlewares=[request_id, errors],
-        client_max_size=config.server.max_body_bytes,
-    )
+    middlewares = [request_id, errors]
+    if config.metrics.enabled:
+        middlewares.insert(0, http_metrics)
+    app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_bytes)
     app[CONFIG_KEY] = config
     # baz's seam to the queue (tests may swap it for an enqueuer of their own).
     app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job
@@ -136,7 +151,7 @@ def create_app(config: Config) -> web.Application:
     )
     # The error reporter opens first and closes last: failures while the others close (an
     # embedded worker's last jobs) are still reported.
-    app.cleanup_ctx.extend([honeybadger_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx, queues_ctx])
+    app.cleanup_ctx.extend([metrics_ctx, honeybadger_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx, queues_ctx])
     if config.queue.embedded_worker:
         app.cleanup_ctx.append(embedded_worker_ctx)  # last: stops first, while the resources are open
     app.add_routes(pages.routes)

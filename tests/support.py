@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,17 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+# prometheus_client's multiprocess directory of the test session (one per process: see
+# server/metrics.py); conftest sets it up before any test runs and removes it at the end.
+SESSION_METRICS_DIR = Path(tempfile.mkdtemp(prefix="test-metrics-"))
+
+
 def make_test_config(*, database: Path, redis_url: str, **overrides: Any) -> Config:
     """A Config for one test: its own SQLite file, the throwaway Redis, no embedded worker."""
     raw: dict[str, Any] = {
         "server": {"access_log": False},
         "logging": {"level": "DEBUG"},
+        "metrics": {"dir": str(SESSION_METRICS_DIR)},
         "database": {"path": str(database)},
         "redis": {"url": redis_url},
         "queue": {"embedded_worker": False},

@@ -11,7 +11,7 @@ import base64
 import binascii
 import hmac
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -22,6 +22,10 @@ from server.keys import CONFIG_KEY
 INTERNAL_PREFIX = "/internal"
 INTERNAL_REALM = "internal"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Stamped on a handler (/internal/metrics) that also takes `Authorization: Bearer <metrics.token>`.
+SCRAPER_STAMP = "__accepts_scraper_token__"
+
+H = TypeVar("H", bound=Callable[..., Any])
 
 Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
 
@@ -59,6 +63,23 @@ def credentials_match(authorization: str | None, username: str, password: str) -
     return user_ok & password_ok
 
 
+def accepts_scraper_token(handler: H) -> H:
+    """Let a scraper's bearer token (`metrics.token`, when set) open this internal page too."""
+    setattr(handler, SCRAPER_STAMP, True)
+    return handler
+
+
+def scraper_token_matches(request: web.Request) -> bool:
+    """The route takes a scraper's token and the request carries the configured one."""
+    if not getattr(request.match_info.handler, SCRAPER_STAMP, False):
+        return False
+    token = request.config_dict[CONFIG_KEY].metrics.token
+    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if not token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def _cross_origin(request: web.Request) -> bool:
     """A browser's request sent by another site: its Origin is not this host."""
     origin = request.headers.get(hdrs.ORIGIN)
@@ -71,7 +92,8 @@ def _cross_origin(request: web.Request) -> bool:
 
 
 def basic_auth(prefix: str = INTERNAL_PREFIX, realm: str = INTERNAL_REALM) -> Middleware:
-    """A middleware requiring the `internal` credentials for every path under `prefix`.
+    """A middleware requiring the `internal` credentials for every path under `prefix` (or, on a
+    route stamped `accepts_scraper_token`, the scraper's bearer token).
 
     401 with `WWW-Authenticate: Basic realm=...` without them, 404 when no password is
     configured, 403 for a state-changing request another site's page made (the browser would
@@ -84,6 +106,8 @@ def basic_auth(prefix: str = INTERNAL_PREFIX, realm: str = INTERNAL_REALM) -> Mi
         resource = request.match_info.route.resource
         canonical = resource.canonical if resource is not None else ""
         if not (under_prefix(request.path, prefix) or under_prefix(canonical, prefix)):
+            return await handler(request)
+        if scraper_token_matches(request):
             return await handler(request)
         internal = request.config_dict[CONFIG_KEY].internal
         if not internal.password:

@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from server.config import CacheConfig
 from server.helpers.response_cache import REDIS_ERRORS, Entry, ResponseCache, invalidate
 from server.keys import API_VERSION_KEY, CACHE_KEY, CONFIG_KEY, REDIS_KEY
+from server.metrics import process_metrics
 from server.middlewares.validation import route_handler
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,14 @@ def wants_refresh(request: web.Request) -> bool:
     return "no-cache" in directives or "max-age=0" in directives
 
 
+def _count(policy: CachePolicy, state: str) -> None:
+    metrics = process_metrics()
+    if metrics is not None:
+        metrics.count_cache(policy.namespace, state)
+
+
 def _mark(response: web.StreamResponse, state: str, policy: CachePolicy, max_age: int | None) -> None:
+    _count(policy, state)
     if response.prepared:  # streamed answers carry no cache headers
         return
     headers = response.headers
@@ -154,6 +162,7 @@ def _mark(response: web.StreamResponse, state: str, policy: CachePolicy, max_age
 
 
 def _hit(entry: Entry, policy: CachePolicy) -> web.Response:
+    _count(policy, "HIT")
     elapsed = time.time() - entry.stored_at
     headers = {
         "Content-Type": entry.content_type,

@@ -1,36 +1,29 @@
-"""X-Request-ID: echo a well-formed incoming id, generate one otherwise, log it on every line."""
+"""X-Request-ID: echo a well-formed incoming id, generate one otherwise; keep the W3C `traceparent`.
+
+Both go on every log line of the request (server/log_context.py) and into the jobs it enqueues.
+"""
 
 from __future__ import annotations
 
-import contextvars
-import logging
 import os
 import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_log import AccessLogger
 
 from server.keys import REQUEST_ID_KEY
+from server.log_context import (
+    current_request_id, current_traceparent, install_log_record_factory, valid_traceparent,
+)
+
+__all__ = [
+    "RequestAccessLogger", "current_request_id", "install_log_record_factory", "incoming_or_new", "request_id",
+]
 
 REQUEST_ID_HEADER = "X-Request-ID"
+TRACEPARENT_HEADER = "traceparent"
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-
-
-def install_log_record_factory() -> None:
-    """Give every log record a `request_id` (the request being handled, or '-'). Idempotent."""
-    previous = logging.getLogRecordFactory()
-    if getattr(previous, "adds_request_id", False):
-        return
-
-    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        record.request_id = current_request_id.get()
-        return record
-
-    factory.adds_request_id = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
 
 
 def incoming_or_new(value: str | None) -> str:
@@ -45,6 +38,8 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     rid = incoming_or_new(request.headers.get(REQUEST_ID_HEADER))
     request[REQUEST_ID_KEY] = rid
     previous = current_request_id.set(rid)
+    traceparent = request.headers.get(TRACEPARENT_HEADER)
+    trace_token = current_traceparent.set(valid_traceparent(traceparent)) if traceparent is not None else None
     try:
         try:
             response = await handler(request)
@@ -57,3 +52,23 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
         return response
     finally:
         current_request_id.reset(previous)
+        if trace_token is not None:
+            current_traceparent.reset(trace_token)
+
+
+class RequestAccessLogger(AccessLogger):
+    """aiohttp's access logger, whose line carries the request's id and trace context like the
+    others of the request (aiohttp writes it after the middlewares have returned)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        rid = request.get(REQUEST_ID_KEY) if isinstance(request, web.Request) else None
+        if rid is None:  # refused before any middleware ran (a malformed request)
+            super().log(request, response, time)
+            return
+        id_token = current_request_id.set(rid)
+        trace_token = current_traceparent.set(valid_traceparent(request.headers.get(TRACEPARENT_HEADER)))
+        try:
+            super().log(request, response, time)
+        finally:
+            current_traceparent.reset(trace_token)
+            current_request_id.reset(id_token)

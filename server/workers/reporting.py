@@ -13,8 +13,8 @@ def make_job_failure_reporter(config: Config) -> JobFailureReporter | None:
     Used by the `saq` CLI settings; `python -m server worker` and the embedded worker pass the
     reporter of their process instead. Its sending thread is a daemon: it ends with the process.
     """
-    from server.services.honeybadger import HoneybadgerReporter
+    from server.services.honeybadger import HoneybadgerReporter, reporter_observer
 
-    reporter = HoneybadgerReporter(config.honeybadger)
+    reporter = HoneybadgerReporter(config.honeybadger, observer=reporter_observer())
     reporter.start()  # logs in one line when reporting is off
     return reporter.report_job_failure if reporter.enabled else None

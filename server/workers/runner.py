@@ -12,7 +12,7 @@ from saq import Worker
 
 from server.config import Config
 from server.workers.failures import JobFailureReporter
-from server.services.honeybadger import HoneybadgerReporter
+from server.services.honeybadger import HoneybadgerReporter, reporter_observer
 from server.workers.settings import WorkerResources, close_resources, open_resources, worker_settings
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS
@@ -94,7 +94,7 @@ async def run_worker_process(config: Config, names: Sequence[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     resources = await open_resources(config)
-    reporter = HoneybadgerReporter(config.honeybadger)
+    reporter = HoneybadgerReporter(config.honeybadger, observer=reporter_observer())
     reporter.start()
     try:
         group = WorkerGroup.for_queues(
