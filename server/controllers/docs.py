@@ -1,4 +1,5 @@
-"""GET /openapi.json and GET /docs: the API's OpenAPI 3.1 document, and the same rendered as HTML."""
+"""GET /openapi.json, GET /docs and GET /docs/ui: the API's OpenAPI 3.1 document, the same rendered
+as HTML with no JavaScript, and Swagger UI (try it out) on it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from openapi_ui_bundles import swagger_ui
 
 from server.controllers.versions import describe_routes
 from server.keys import OPENAPI_KEY
@@ -22,12 +24,39 @@ DESCRIPTION = (
     "answers 405 `MethodNotAllowed` with an `Allow` header to a method it does not serve."
 )
 PAGE_SCHEMA = {"type": "string", "contentMediaType": "text/html"}
+SWAGGER_UI_ASSETS = "/docs/ui/assets"
+# The page's only script of ours, served as a file: the policy below allows no inline script.
+# validatorUrl null: Swagger UI would otherwise send the document to validator.swagger.io.
+SWAGGER_UI_INIT_JS = """\
+"use strict";
+(function () {
+  var el = document.getElementById("swagger-ui");
+  window.ui = SwaggerUIBundle({
+    url: el.dataset.openapi,
+    domNode: el,
+    deepLinking: true,
+    persistAuthorization: true,
+    displayRequestDuration: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout"
+  });
+})();
+"""
+# What the interactive page may load and call: this server only. Swagger UI sets inline styles,
+# and renders the embedded SVG icons and images as data: URLs.
+SWAGGER_UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def setup_docs(app: web.Application) -> None:
-    """Serve /openapi.json and /docs on `app` (the root app: the document covers its sub-apps)."""
+    """Serve /openapi.json, /docs and /docs/ui on `app` (the root app: the document covers its sub-apps)."""
     app[OPENAPI_KEY] = {}
     app.add_routes(routes)
+    # Swagger UI's files from the openapi-ui-bundles wheel (Swagger UI 5: OpenAPI 3.1).
+    app.router.add_static(SWAGGER_UI_ASSETS, swagger_ui.static_path, name="docs-ui-assets")
 
 
 def package_version() -> str:
@@ -115,3 +144,34 @@ async def get_docs(request: web.Request) -> web.Response:
     if "docs" not in cache:
         cache["docs"] = docs_context(openapi_document(request.app))
     return aiohttp_jinja2.render_template("docs.html", request, cache["docs"])
+
+
+@routes.get("/docs/ui", name="docs-ui")
+@describe(
+    summary="Swagger UI on this document: try the routes from the browser (no asset from another host)",
+    responses={200: {"description": "The interactive documentation page", "schema": PAGE_SCHEMA,
+                     "content_type": "text/html"}},
+)
+async def get_docs_ui(request: web.Request) -> web.Response:
+    router = request.app.router
+    context = {
+        "title": TITLE,
+        "assets": SWAGGER_UI_ASSETS,
+        "init": str(router["docs-ui-init"].url_for()),
+        "openapi": str(router["openapi"].url_for()),
+        "docs": str(router["docs"].url_for()),
+        "home": "/",
+    }
+    response = aiohttp_jinja2.render_template("docs_ui.html", request, context)
+    response.headers["Content-Security-Policy"] = SWAGGER_UI_CSP
+    return response
+
+
+@routes.get("/docs/ui/init.js", name="docs-ui-init")
+@describe(
+    summary="The script that starts Swagger UI on /docs/ui",
+    responses={200: {"description": "JavaScript", "schema": {"type": "string"},
+                     "content_type": "application/javascript"}},
+)
+async def get_docs_ui_init(request: web.Request) -> web.Response:
+    return web.Response(text=SWAGGER_UI_INIT_JS, content_type="application/javascript")
