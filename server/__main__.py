@@ -7,14 +7,14 @@ import asyncio
 import gc
 import logging
 import os
-import secrets
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from server.helpers.logging import ACCESS_LOG_FORMAT, setup_logging
+from server.log_context import ACCESS_LOG_FORMAT, setup_logging
 from server.metrics import MetricsError, reset_metrics_dir, setup_process_metrics
 
 log = logging.getLogger("server")
@@ -43,14 +43,13 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import create_app
-
     from server.middlewares.request_id import RequestAccessLogger
 
     app = create_app(config)
     app.on_startup.append(freeze_startup_objects)  # after the cleanup contexts have opened
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
@@ -85,7 +84,7 @@ def cmd_seed(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_routes(config: Config, args: argparse.Namespace) -> int:
     from server.app import create_app
-    from server.controllers.versions import describe_routes
+    from server.routing.versions import describe_routes
 
     app = create_app(config)
     for info in describe_routes(app):
@@ -95,11 +94,11 @@ def cmd_routes(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
-    from server.helpers.redis_server import find_redis_server
+    from server.redis_binary import find_redis_server
 
     path = find_redis_server()
     if path is None:
-        print("no redis-server >= 6.2 found", file=sys.stderr)
+        print("no redis-server >= 7.0 found", file=sys.stderr)
         return 1
     print(path)
     return 0
@@ -111,20 +110,32 @@ def cmd_supervise(config: Config, args: argparse.Namespace) -> int:
     if config.metrics.enabled:
         # A new system starts counting from zero; the files of the last run's processes go.
         reset_metrics_dir(config.metrics.dir)
-
     return supervise(config, args.config.resolve())
 
 
 def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
-    import os
+    from urllib.parse import urlsplit
 
     from server.config import PROJECT_ROOT
-    from server.supervision import redis_shim
+    from server.supervision import redis_shim, var_dir
 
-    data_dir = Path(os.environ["VAR_DIR"]) / "redis"
     return redis_shim(
-        os.environ["REDIS_SERVER"], PROJECT_ROOT / "redis.conf", int(os.environ["REDIS_PORT"]), data_dir
+        os.environ["REDIS_SERVER"],
+        PROJECT_ROOT / "redis.conf",
+        urlsplit(config.redis.url).port or 6379,
+        var_dir(os.environ) / "redis",
+        password=config.redis.effective_password(),
     )
+
+
+def cmd_dev(config: Config, args: argparse.Namespace) -> int:
+    from server.devserver import run_dev
+
+    return run_dev(
+        config, args.config.resolve(), port=args.port, aux_port=args.aux_port, livereload=not args.no_livereload
+    )
+
+
 def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     from server.workers.runner import run_worker_process
 
@@ -141,24 +152,15 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
         loop.close()
 
 
-def ensure_password_file(path: Path) -> bool:
-    """Create `path` (mode 0600) holding a random password unless it exists; True when created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(24) + "\n")
-    return True
-
-
 def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
-    """For a development checkout: a password for /internal kept in a git-ignored file (`make run`)."""
-    path = args.file or args.config.resolve().parent / "var" / "internal_password"
+    """For a development checkout: a password for /internal kept in a git-ignored 0600 file."""
+    from server.supervision import ensure_password_file, var_dir
+
+    path = args.file or var_dir(os.environ) / "internal_password"
     created = ensure_password_file(path)
     where = (
-        "INTERNAL_PASSWORD (already set, it wins)" if config.internal.password
+        "INTERNAL_PASSWORD (already set, it wins)"
+        if config.internal.password
         else f"{path}{' (new)' if created else ''}"
     )
     print(
@@ -170,9 +172,6 @@ def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-# The commands whose process counts in /internal/metrics.
-PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
-
 COMMANDS = {
     "serve": cmd_serve,
     "migrate": cmd_migrate,
@@ -182,8 +181,13 @@ COMMANDS = {
     "redis-path": cmd_redis_path,
     "internal-password": cmd_internal_password,
     "supervise": cmd_supervise,
+    "dev": cmd_dev,
     "redis-shim": cmd_redis_shim,
 }
+# The commands whose process counts in /internal/metrics.
+PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
+# Commands that open the database and stop with one line when it does not fit this code.
+DATABASE_COMMANDS = frozenset({"serve", "migrate", "seed", "worker", "supervise"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,17 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the database migrations that are missing, and say what was done")
     sub.add_parser("seed", help="example data through the model API (safe to run again and again)")
     worker = sub.add_parser("worker", help="run SAQ workers (every queue, or those named)")
-    worker.add_argument(
-        "--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)"
-    )
+    worker.add_argument("--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)")
     sub.add_parser("routes", help="print the route table of every API version")
     password = sub.add_parser(
         "internal-password",
         help="create a random password for the internal pages unless one exists; print its file",
     )
-    password.add_argument("--file", type=Path, help="default: var/internal_password beside the config")
-    sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 6.2)")
+    password.add_argument("--file", type=Path, help="default: $VAR_DIR/internal_password (var/ of the project)")
+    sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 7.0)")
     sub.add_parser("supervise", help="apply migrations, then run everything under circusd (foreground)")
+    dev = sub.add_parser("dev", help="the app with auto-reload on code changes (aiohttp-devtools), embedded worker")
+    dev.add_argument("--port", type=int, help="override server.port")
+    dev.add_argument("--aux-port", type=int, help="the livereload server's port (default: port + 1)")
+    dev.add_argument("--no-livereload", action="store_true", help="no script that reloads the browser's page")
     sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")
     return parser
 
@@ -227,11 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except MetricsError as exc:
             print(f"{args.command}: {exc}", file=sys.stderr)
             return 2
+    command = COMMANDS[args.command]
+    if args.command not in DATABASE_COMMANDS:
+        return command(config, args)
+    # Imported here, not at the top: the light commands (redis-path) load no database driver.
     from server.models.migrate import SchemaError
 
     try:
-        return COMMANDS[args.command](config, args)
-    except SchemaError as exc:  # the database does not fit this code (serve's start-up, migrate, seed)
+        return command(config, args)
+    except SchemaError as exc:  # the database does not fit this code
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 1
 

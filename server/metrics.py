@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from server.config import Config
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import Counter, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -64,57 +64,70 @@ class ProcessMetrics:
         self.http_requests = Histogram(
             "http_request_duration_seconds",
             "Time to answer an HTTP request, by route template, method and status.",
-            ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=reg,
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
         )
         self.http_in_flight = Gauge(
-            "http_requests_in_flight", "HTTP requests being answered now.",
-            registry=reg, multiprocess_mode="livesum",
+            "http_requests_in_flight",
+            "HTTP requests being answered now.",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self.cache_requests = Counter(
-            "cache_requests", "Answers of cached routes, by cache namespace and result (hit, miss, bypass).",
-            ["namespace", "result"], registry=reg,
+            "cache_requests",
+            "Answers of cached routes, by cache namespace and result (hit, miss, bypass).",
+            ["namespace", "result"],
+            registry=reg,
         )
         self.rate_limited = Counter(
-            "rate_limit_rejections", "Requests refused with 429 by a rate limit, by limit name.",
-            ["limit"], registry=reg,
+            "rate_limit_rejections",
+            "Requests refused with 429 by a rate limit, by limit name.",
+            ["limit"],
+            registry=reg,
         )
         job_labels = ["queue", "function"]
-        self.jobs_enqueued = Counter(
-            "jobs_enqueued", "Jobs enqueued by the web app.", job_labels, registry=reg
-        )
-        self.jobs_completed = Counter(
-            "jobs_completed", "Job attempts that completed.", job_labels, registry=reg
-        )
-        self.jobs_failed = Counter(
-            "jobs_failed", "Jobs that failed with no attempt left.", job_labels, registry=reg
-        )
+        self.jobs_enqueued = Counter("jobs_enqueued", "Jobs enqueued by the web app.", job_labels, registry=reg)
+        self.jobs_completed = Counter("jobs_completed", "Job attempts that completed.", job_labels, registry=reg)
+        self.jobs_failed = Counter("jobs_failed", "Jobs that failed with no attempt left.", job_labels, registry=reg)
         self.jobs_retried = Counter(
-            "jobs_retried", "Job attempts that failed, timed out or were interrupted, and will run again.",
-            job_labels, registry=reg,
+            "jobs_retried",
+            "Job attempts that failed, timed out or were interrupted, and will run again.",
+            job_labels,
+            registry=reg,
         )
-        self.jobs_aborted = Counter(
-            "jobs_aborted", "Jobs aborted while running.", job_labels, registry=reg
-        )
+        self.jobs_aborted = Counter("jobs_aborted", "Jobs aborted while running.", job_labels, registry=reg)
         self.jobs_swept = Counter(
-            "jobs_swept", "Jobs taken back from dead or stuck workers, by outcome (requeued, aborted).",
-            [*job_labels, "outcome"], registry=reg,
+            "jobs_swept",
+            "Jobs taken back from dead or stuck workers, by outcome (requeued, aborted).",
+            [*job_labels, "outcome"],
+            registry=reg,
         )
         self.job_duration = Histogram(
-            "job_duration_seconds", "Run time of a job attempt, by queue, function and outcome.",
-            [*job_labels, "outcome"], buckets=JOB_BUCKETS, registry=reg,
+            "job_duration_seconds",
+            "Run time of a job attempt, by queue, function and outcome.",
+            [*job_labels, "outcome"],
+            buckets=JOB_BUCKETS,
+            registry=reg,
         )
         self.honeybadger_backlog = Gauge(
-            "honeybadger_backlog", "Error notices waiting to be sent to Honeybadger.",
-            registry=reg, multiprocess_mode="livesum",
+            "honeybadger_backlog",
+            "Error notices waiting to be sent to Honeybadger.",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self.honeybadger_notices = Counter(
-            "honeybadger_notices", "Error notices by outcome: sent, failed (the send failed), "
+            "honeybadger_notices",
+            "Error notices by outcome: sent, failed (the send failed), "
             "dropped (backlog full), abandoned (unsent at shutdown).",
-            ["outcome"], registry=reg,
+            ["outcome"],
+            registry=reg,
         )
         self.db_write_wait = Histogram(
-            "db_write_wait_seconds", "Time a database write waited for the writer connection.",
-            buckets=WAIT_BUCKETS, registry=reg,
+            "db_write_wait_seconds",
+            "Time a database write waited for the writer connection.",
+            buckets=WAIT_BUCKETS,
+            registry=reg,
         )
         # Children by label values, so the hot path skips labels()' lock and validation.
         self._http: dict[tuple[str, str, int], Histogram] = {}
@@ -144,8 +157,10 @@ class ProcessMetrics:
     def count_attempt(self, queue: str, function: str, outcome: str, seconds: float | None) -> None:
         """One finished attempt: outcome completed, failed, retried or aborted."""
         counter = {
-            "completed": self.jobs_completed, "failed": self.jobs_failed,
-            "retried": self.jobs_retried, "aborted": self.jobs_aborted,
+            "completed": self.jobs_completed,
+            "failed": self.jobs_failed,
+            "retried": self.jobs_retried,
+            "aborted": self.jobs_aborted,
         }[outcome]
         counter.labels(queue, function).inc()
         if seconds is not None and seconds >= 0:
@@ -258,7 +273,7 @@ def mark_process_dead(pid: int, directory: Path) -> None:
     from prometheus_client import multiprocess
 
     try:
-        multiprocess.mark_process_dead(pid, str(directory))
+        multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
     except OSError:
         pass
 
@@ -281,7 +296,7 @@ def render(metrics: ProcessMetrics, extra: Iterable[ExtraGauge] = ()) -> bytes:
 
     if metrics.multiprocess_dir is not None:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(metrics.multiprocess_dir))
+        MultiProcessCollector(registry, path=str(metrics.multiprocess_dir))  # type: ignore[no-untyped-call]
     else:
         registry = metrics.registry
     families = []

@@ -7,35 +7,40 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from support import make_test_config
 
 from server.app import create_app
 from server.config import Config
-from server.helpers.redis_server import RedisProcess
 from server.log_context import install_log_record_factory
 from server.metrics import setup_process_metrics
-from support import SESSION_METRICS_DIR, make_test_config
+from testing.config import process_metrics_dir
+from testing.redis import RedisProcess
 
 # Fixture modules of their own per area, to keep this file small and merges easy.
 pytest_plugins = [
-    "fixtures_validation", "fixtures_honeybadger", "fixtures_data", "fixtures_cat_facts", "fixtures_jobs",
+    "fixtures_validation",
+    "fixtures_honeybadger",
+    "fixtures_data",
+    "fixtures_cat_facts",
+    "fixtures_jobs",
 ]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def request_ids_in_log_records() -> None:
-    """As `python -m server` does: every log record carries the request id."""
-    install_log_record_factory()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """As `python -m server` does, before anything (a test module's imports included) imports
     prometheus_client: this process's metrics write to the session's directory, which every
     test config names."""
-    setup_process_metrics(make_test_config(database=SESSION_METRICS_DIR / "unused.db", redis_url="redis://x"))
+    setup_process_metrics(make_test_config(database=process_metrics_dir() / "unused.db", redis_url="redis://x"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(SESSION_METRICS_DIR, ignore_errors=True)
+    shutil.rmtree(process_metrics_dir(), ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def request_ids_in_log_records() -> None:
+    """As `python -m server` does: every log record carries the request id."""
+    install_log_record_factory()
 
 
 @pytest.fixture(scope="session")

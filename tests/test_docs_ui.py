@@ -7,9 +7,9 @@ import json
 import pytest
 from yarl import URL
 
-from chromium import chromium_page, find_chromium
 from server.controllers.docs import openapi_document
 from server.keys import OPENAPI_KEY
+from testing.chromium import chromium_page, find_chromium
 
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(
@@ -81,7 +81,10 @@ async def test_swagger_ui_lists_the_operations_and_tries_get_foo_with_a_token(cl
         await page.evaluate("document.querySelector('.modal-ux button.close-modal').click()")
 
         # Try it out: GET /api/v1/foo, and the answer shows on the page.
-        op = "[...document.querySelectorAll('.opblock')].find(op => op.querySelector('.opblock-summary-path').dataset.path === '/api/v1/foo' && op.classList.contains('opblock-get'))"
+        op = (
+            "[...document.querySelectorAll('.opblock.opblock-get')]"
+            ".find(op => op.querySelector('.opblock-summary-path').dataset.path === '/api/v1/foo')"
+        )
         await page.evaluate(f"{op}.querySelector('.opblock-summary-control').click()")
         await page.wait_for(f"!!{op}.querySelector('.try-out__btn')", what="the Try it out button")
         await page.evaluate(f"{op}.querySelector('.try-out__btn').click()")

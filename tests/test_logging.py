@@ -17,12 +17,11 @@ from datetime import datetime
 
 import aiohttp
 import pytest
-
 from fixtures_jobs import clean_env, jobs_test_config, running_workers, wait_for_job, write_config
+
 from server.config import PROJECT_ROOT
-from server.helpers.logging import JsonFormatter, TextFormatter, make_formatter
-from server.helpers.redis_server import free_port
-from server.log_context import valid_traceparent
+from server.log_context import JsonFormatter, TextFormatter, make_formatter, valid_traceparent
+from testing.redis import free_port
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -66,9 +65,15 @@ def test_the_formats_are_text_and_json_only():
     ("value", "kept"),
     [
         (TRACEPARENT, TRACEPARENT),
-        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        ),
         # A later version may add fields: the four known ones are kept.
-        ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        (
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
         ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", None),
         ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
         ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),
@@ -143,7 +148,10 @@ async def test_log_format_json_from_the_environment_in_a_real_process(tmp_path, 
     """`LOG_FORMAT=json python -m server serve` (embedded worker): every line parses, and the job a
     request enqueued logs with the request's id and trace context."""
     config = jobs_test_config(
-        tmp_path, redis_url, queue={"embedded_worker": True}, server={"access_log": True},
+        tmp_path,
+        redis_url,
+        queue={"embedded_worker": True},
+        server={"access_log": True},
         cat_facts={"url": fake_cat_facts.url},
     )
     config_path = write_config(tmp_path / "serve.yaml", config)
@@ -153,7 +161,10 @@ async def test_log_format_json_from_the_environment_in_a_real_process(tmp_path, 
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--config", str(config_path), "serve", "--port", str(port)],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         async with aiohttp.ClientSession() as session:

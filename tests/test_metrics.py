@@ -13,19 +13,24 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from fixtures_jobs import (
+    app_with_enqueue_route,
+    auth_header,
+    clean_env,
+    jobs_test_config,
+    post_job,
+    running_workers,
+    wait_for_job,
+    write_config,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
-from fixtures_jobs import (
-    app_with_enqueue_route, auth_header, clean_env, jobs_test_config, post_job,
-    running_workers, wait_for_job, write_config,
-)
 from server.app import create_app
-from server.config import PROJECT_ROOT
-from server.helpers.redis_server import free_port
+from server.config import PROJECT_ROOT, HoneybadgerConfig
 from server.keys import DB_KEY
 from server.metrics import count_rate_limited
-from server.config import HoneybadgerConfig
-from server.services.honeybadger import HoneybadgerReporter, reporter_observer
+from server.services.honeybadger.sender import HoneybadgerReporter, reporter_observer
+from testing.redis import free_port
 
 USER_ROUTE = "/api/v1/users/{user_id}"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -109,7 +114,9 @@ async def test_requests_are_counted_by_route_template_method_and_status(jobs_cli
     # aiohttp resolves no route for a method it does not serve; an unknown method is OTHER.
     assert delta(count, route="<unmatched>", method="OTHER", status="405") == 1
     # The latency histogram's buckets agree with its count.
-    assert delta("http_request_duration_seconds_bucket", route="/api/v1/foo", method="GET", status="200", le="+Inf") == 3
+    assert (
+        delta("http_request_duration_seconds_bucket", route="/api/v1/foo", method="GET", status="200", le="+Inf") == 3
+    )
     assert delta("http_request_duration_seconds_sum", route="/api/v1/foo", method="GET", status="200") > 0
     # The scrape itself is in flight while it is answered (in this process).
     assert value(after, "http_requests_in_flight") >= 1
@@ -124,11 +131,17 @@ async def test_cache_results_are_counted_per_namespace(fake_cat_facts, tmp_path,
     assert (await client.get("/api/v1/baz")).headers["X-Cache"] == "HIT"
     after = await scrape(client)
     for result, expected in (("miss", 1), ("hit", 2)):
-        assert value(after, "cache_requests_total", namespace="baz", result=result) - value(
-            before, "cache_requests_total", namespace="baz", result=result) == expected
+        assert (
+            value(after, "cache_requests_total", namespace="baz", result=result)
+            - value(before, "cache_requests_total", namespace="baz", result=result)
+            == expected
+        )
     # ...and the miss enqueued the slow job.
-    assert value(after, "jobs_enqueued_total", queue="default", function="slow_job") - value(
-        before, "jobs_enqueued_total", queue="default", function="slow_job") == 1
+    assert (
+        value(after, "jobs_enqueued_total", queue="default", function="slow_job")
+        - value(before, "jobs_enqueued_total", queue="default", function="slow_job")
+        == 1
+    )
 
 
 async def test_job_outcomes_and_durations_are_counted(jobs_config, jobs_client):
@@ -162,8 +175,11 @@ async def test_rate_limit_rejections_have_a_counter_and_a_one_line_bump(jobs_cli
     count_rate_limited("test-limit")
     count_rate_limited("test-limit")
     after = await scrape(jobs_client)
-    assert value(after, "rate_limit_rejections_total", limit="test-limit") - value(
-        before, "rate_limit_rejections_total", limit="test-limit") == 2
+    assert (
+        value(after, "rate_limit_rejections_total", limit="test-limit")
+        - value(before, "rate_limit_rejections_total", limit="test-limit")
+        == 2
+    )
 
 
 async def test_honeybadger_backlog_and_drops_are_counted(jobs_client, honeybadger_collector):
@@ -182,7 +198,8 @@ async def test_honeybadger_backlog_and_drops_are_counted(jobs_client, honeybadge
         honeybadger_collector.release()
         await reporter.aclose()
     dropped = value(after, "honeybadger_notices_total", outcome="dropped") - value(
-        before, "honeybadger_notices_total", outcome="dropped")
+        before, "honeybadger_notices_total", outcome="dropped"
+    )
     # At most one notice is being sent and two wait; the others were dropped.
     assert 3 <= dropped <= 4
     assert value(after, "honeybadger_backlog") >= 2
@@ -208,7 +225,10 @@ class ServeProcess:
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server", "--config", str(config_path), "serve", "--port", str(port)],
-                cwd=PROJECT_ROOT, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                env=clean_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     @property
@@ -250,8 +270,11 @@ async def test_two_web_processes_sum_into_one_scrape(tmp_path, redis_url, fake_c
     metrics_dir = tmp_path / "metrics"
     # Both embed a worker, as `python -m server serve` does in development: the jobs run there too.
     config = jobs_test_config(
-        tmp_path, redis_url, cat_facts={"url": fake_cat_facts.url},
-        queue={"embedded_worker": True}, metrics={"dir": str(metrics_dir)},
+        tmp_path,
+        redis_url,
+        cat_facts={"url": fake_cat_facts.url},
+        queue={"embedded_worker": True},
+        metrics={"dir": str(metrics_dir)},
     )
     config_path = write_config(tmp_path / "serve.yaml", config)
     a = ServeProcess(config_path, free_port(), tmp_path / "a.log")
@@ -295,10 +318,14 @@ async def test_two_web_processes_sum_into_one_scrape(tmp_path, redis_url, fake_c
         assert value(samples, "cache_requests_total", namespace="baz", result="hit") == 1
         assert value(samples, "jobs_enqueued_total", queue="default", function="slow_job") == 1
         assert value(samples, "jobs_completed_total", queue="default", function="slow_job") == 1
-        assert value(samples, "job_duration_seconds_count", queue="default", function="slow_job", outcome="completed") == 1
+        assert (
+            value(samples, "job_duration_seconds_count", queue="default", function="slow_job", outcome="completed") == 1
+        )
         assert value(samples, "job_queue_depth", queue="default", state="queued") == 0
         # Each scrape is in flight in the process answering it; the other is idle.
         assert value(samples, "http_requests_in_flight") == 1
     # The first scrape, answered by a, is counted in b's.
-    internal = value(scrapes[1], "http_request_duration_seconds_count", route="/internal/metrics", method="GET", status="200")
+    internal = value(
+        scrapes[1], "http_request_duration_seconds_count", route="/internal/metrics", method="GET", status="200"
+    )
     assert internal == 1

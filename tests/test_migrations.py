@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from support import make_test_config
 
 from server.app import create_app
 from server.config import PROJECT_ROOT
@@ -29,7 +30,6 @@ from server.models.migrate import (
     schema_version,
     split_statements,
 )
-from support import make_test_config
 
 THREE = {
     "0001_first.sql": "CREATE TABLE a (id INTEGER PRIMARY KEY);",
@@ -281,9 +281,7 @@ def test_serve_refuses_a_newer_database_with_one_clear_line(tmp_path):
 
 
 def test_serve_without_auto_migrate_names_the_command_to_run(tmp_path):
-    result = run_cli(
-        "-m", "server", "serve", "--port", "0", db_path=tmp_path / "cli.db", DATABASE_AUTO_MIGRATE="false"
-    )
+    result = run_cli("-m", "server", "serve", "--port", "0", db_path=tmp_path / "cli.db", DATABASE_AUTO_MIGRATE="false")
     assert result.returncode == 1
     assert "pending: 0001_users" in result.stderr and "run `python -m server migrate`" in result.stderr
     assert "Traceback" not in result.stderr

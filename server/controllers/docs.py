@@ -11,9 +11,10 @@ import aiohttp_jinja2
 from aiohttp import web
 from openapi_ui_bundles import swagger_ui
 
-from server.controllers.versions import describe_routes
 from server.keys import OPENAPI_KEY
-from server.openapi import build_openapi, describe
+from server.routing.openapi import build_openapi
+from server.routing.stamps import describe
+from server.routing.versions import describe_routes
 
 routes = web.RouteTableDef()
 
@@ -70,12 +71,11 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
     """The app's document, built once: the router is frozen once the app serves."""
     cache = app[OPENAPI_KEY]
     if "document" not in cache:
-        document = build_openapi(
-            describe_routes(app), title=TITLE, version=package_version(), description=DESCRIPTION
-        )
+        document = build_openapi(describe_routes(app), title=TITLE, version=package_version(), description=DESCRIPTION)
         cache["json"] = json.dumps(document, indent=1).encode()
         cache["document"] = document
-    return cache["document"]
+    built: dict[str, Any] = cache["document"]
+    return built
 
 
 @routes.get("/openapi.json", name="openapi")
@@ -109,23 +109,38 @@ def docs_context(document: dict[str, Any]) -> dict[str, Any]:
                 if name is not None:
                     response = {**components["responses"][name], "component": name}
                 contents = [
-                    {"type": media_type, "ref": _ref_name(media.get("schema")),
-                     "schema": None if _ref_name(media.get("schema")) else _pretty(media.get("schema"))}
+                    {
+                        "type": media_type,
+                        "ref": _ref_name(media.get("schema")),
+                        "schema": None if _ref_name(media.get("schema")) else _pretty(media.get("schema")),
+                    }
                     for media_type, media in response.get("content", {}).items()
                 ]
-                responses.append({"code": code, "description": response.get("description", ""),
-                                  "component": response.get("component"), "contents": contents})
+                responses.append(
+                    {
+                        "code": code,
+                        "description": response.get("description", ""),
+                        "component": response.get("component"),
+                        "contents": contents,
+                    }
+                )
             body = None
             if "requestBody" in operation:
                 schema = operation["requestBody"]["content"]["application/json"]["schema"]
                 name = _ref_name(schema)
                 body = {"ref": name, "schema": _pretty(components["schemas"][name] if name else schema)}
-            groups.setdefault(operation["tags"][0], []).append({
-                "id": operation["operationId"], "method": method.upper(), "path": path,
-                "summary": operation.get("summary", ""), "description": operation.get("description", ""),
-                "parameters": [{**p, "schema": _pretty(p["schema"])} for p in operation.get("parameters", [])],
-                "body": body, "responses": responses,
-            })
+            groups.setdefault(operation["tags"][0], []).append(
+                {
+                    "id": operation["operationId"],
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": operation.get("summary", ""),
+                    "description": operation.get("description", ""),
+                    "parameters": [{**p, "schema": _pretty(p["schema"])} for p in operation.get("parameters", [])],
+                    "body": body,
+                    "responses": responses,
+                }
+            )
     return {
         "info": document["info"],
         "openapi": document["openapi"],
@@ -149,8 +164,9 @@ async def get_docs(request: web.Request) -> web.Response:
 @routes.get("/docs/ui", name="docs-ui")
 @describe(
     summary="Swagger UI on this document: try the routes from the browser (no asset from another host)",
-    responses={200: {"description": "The interactive documentation page", "schema": PAGE_SCHEMA,
-                     "content_type": "text/html"}},
+    responses={
+        200: {"description": "The interactive documentation page", "schema": PAGE_SCHEMA, "content_type": "text/html"}
+    },
 )
 async def get_docs_ui(request: web.Request) -> web.Response:
     router = request.app.router
@@ -170,8 +186,9 @@ async def get_docs_ui(request: web.Request) -> web.Response:
 @routes.get("/docs/ui/init.js", name="docs-ui-init")
 @describe(
     summary="The script that starts Swagger UI on /docs/ui",
-    responses={200: {"description": "JavaScript", "schema": {"type": "string"},
-                     "content_type": "application/javascript"}},
+    responses={
+        200: {"description": "JavaScript", "schema": {"type": "string"}, "content_type": "application/javascript"}
+    },
 )
 async def get_docs_ui_init(request: web.Request) -> web.Response:
     return web.Response(text=SWAGGER_UI_INIT_JS, content_type="application/javascript")

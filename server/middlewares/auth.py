@@ -10,24 +10,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from server.keys import CONFIG_KEY
+from server.routing.meta import meta_for
 
 INTERNAL_PREFIX = "/internal"
 INTERNAL_REALM = "internal"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Stamped on a handler (/internal/metrics) that also takes `Authorization: Bearer <metrics.token>`.
-SCRAPER_STAMP = "__accepts_scraper_token__"
-
-H = TypeVar("H", bound=Callable[..., Any])
-
-Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
 
 
 def under_prefix(path: str, prefix: str) -> bool:
@@ -63,15 +56,11 @@ def credentials_match(authorization: str | None, username: str, password: str) -
     return user_ok & password_ok
 
 
-def accepts_scraper_token(handler: H) -> H:
-    """Let a scraper's bearer token (`metrics.token`, when set) open this internal page too."""
-    setattr(handler, SCRAPER_STAMP, True)
-    return handler
-
-
 def scraper_token_matches(request: web.Request) -> bool:
-    """The route takes a scraper's token and the request carries the configured one."""
-    if not getattr(request.match_info.handler, SCRAPER_STAMP, False):
+    """The route takes a scraper's token (`@accepts_scraper_token`) and the request carries the
+    configured one (constant-time comparison)."""
+    route = meta_for(request)
+    if route is None or not route.scraper_token:
         return False
     token = request.config_dict[CONFIG_KEY].metrics.token
     scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
@@ -112,9 +101,7 @@ def basic_auth(prefix: str = INTERNAL_PREFIX, realm: str = INTERNAL_REALM) -> Mi
         internal = request.config_dict[CONFIG_KEY].internal
         if not internal.password:
             raise web.HTTPNotFound()
-        if not credentials_match(
-            request.headers.get(hdrs.AUTHORIZATION), internal.username, internal.password
-        ):
+        if not credentials_match(request.headers.get(hdrs.AUTHORIZATION), internal.username, internal.password):
             raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: challenge})
         if request.method not in SAFE_METHODS and _cross_origin(request):
             raise web.HTTPForbidden(text="cross-site requests to internal pages are refused")

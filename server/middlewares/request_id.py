@@ -13,13 +13,7 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_log import AccessLogger
 
 from server.keys import REQUEST_ID_KEY
-from server.log_context import (
-    current_request_id, current_traceparent, install_log_record_factory, valid_traceparent,
-)
-
-__all__ = [
-    "RequestAccessLogger", "current_request_id", "install_log_record_factory", "incoming_or_new", "request_id",
-]
+from server.log_context import current_request_id, current_traceparent, valid_traceparent
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TRACEPARENT_HEADER = "traceparent"
@@ -58,7 +52,7 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
 
 class RequestAccessLogger(AccessLogger):
     """aiohttp's access logger, whose line carries the request's id and trace context like the
-    others of the request (aiohttp writes it after the middlewares have returned)."""
+    request's other lines (aiohttp writes it after the middlewares have returned)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         rid = request.get(REQUEST_ID_KEY) if isinstance(request, web.Request) else None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from server.helpers.errors import Conflict, InvalidInput, NotFound
+from server.errors import Conflict, InvalidInput, NotFound
 from server.models.database import Database
 
 IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -349,9 +349,7 @@ class Model:
         cls._check_columns([column])
         build = OPERATORS.get(op)
         if build is None:
-            raise InvalidQuery(
-                f"unknown operator {_shown(op)} in {_shown(key)} (known: {', '.join(OPERATORS)})"
-            )
+            raise InvalidQuery(f"unknown operator {_shown(op)} in {_shown(key)} (known: {', '.join(OPERATORS)})")
         return build(_quote(column), value)
 
     @classmethod
@@ -445,11 +443,7 @@ class Model:
 
     def changes(self) -> dict[str, Any]:
         """The columns whose values differ from what was last read or written."""
-        return {
-            c: getattr(self, c)
-            for c in self.columns
-            if c not in self._saved or getattr(self, c) != self._saved[c]
-        }
+        return {c: getattr(self, c) for c in self.columns if c not in self._saved or getattr(self, c) != self._saved[c]}
 
     async def save(self, db: Database | None = None) -> None:
         """Insert the row when new, else write what changed; raises InvalidQuery, Conflict, ModelNotFound."""

@@ -60,7 +60,8 @@ class Database(_Reads):
     """Owns the connections. Writes are serialised; reads run on separate connections.
 
     A single shared connection would let one request's rollback swallow another's writes, and
-    deferred transactions lose updates under concurrency (NOTES.md §4): every write unit here is
+    deferred transactions lose updates under concurrency (docs/decisions.md, "SQLite: locking and
+    the single writer"): every write unit here is
     `BEGIN IMMEDIATE` on the one writer connection, under one lock, with nothing else awaited.
     Other processes on the same file wait for SQLite's own lock (busy_timeout).
 

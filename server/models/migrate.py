@@ -16,9 +16,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 FILENAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # The runner owns the transaction; a migration that commits would apply half of itself.
-TRANSACTION_CONTROL_RE = re.compile(
-    r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|VACUUM)\b", re.IGNORECASE
-)
+TRANSACTION_CONTROL_RE = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|VACUUM)\b", re.IGNORECASE)
 
 GET_VERSION_SQL = "PRAGMA user_version"
 
@@ -174,9 +172,7 @@ async def check_schema(db: Database, directory: Path = MIGRATIONS_DIR) -> int:
     return version
 
 
-async def prepare_database(
-    db: Database, *, auto_migrate: bool, directory: Path = MIGRATIONS_DIR
-) -> MigrationReport:
+async def prepare_database(db: Database, *, auto_migrate: bool, directory: Path = MIGRATIONS_DIR) -> MigrationReport:
     """What start-up does: apply missing migrations when `auto_migrate`, else refuse unless up to date."""
     if auto_migrate:
         return await migrate(db, directory)
@@ -188,10 +184,7 @@ def describe(report: MigrationReport, path: str) -> str:
     """One line for people: what a migration run did."""
     if not report.applied:
         return f"database {path}: up to date at schema version {report.after}"
-    return (
-        f"database {path}: applied {', '.join(report.applied)} "
-        f"(schema version {report.before} -> {report.after})"
-    )
+    return f"database {path}: applied {', '.join(report.applied)} (schema version {report.before} -> {report.after})"
 
 
 async def migrate_command(cfg: DatabaseConfig, out: Callable[[str], object] = print) -> int:

@@ -1,8 +1,8 @@
-"""Enqueueing from the web app: at a priority, carrying the request id and trace context, ServiceUnavailable when Redis is down."""
+"""Enqueueing from the web app: at a priority, carrying the request id and trace context,
+ServiceUnavailable when Redis is down."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -11,11 +11,11 @@ from aiohttp.helpers import ChainMapProxy
 from redis.exceptions import RedisError
 from saq.job import Job
 
-from server.helpers.errors import ServiceUnavailable
+from server.errors import ServiceUnavailable
 from server.keys import CONFIG_KEY, QUEUES_KEY
-from server.metrics import process_metrics
 from server.log_context import current_request_id, current_traceparent
-from server.workers.queues import job_defaults
+from server.metrics import process_metrics
+from server.services.queues import job_defaults
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,7 @@ AppLike = web.Application | ChainMapProxy  # an app, or a handler's request.conf
 
 def _unavailable(action: str, exc: BaseException) -> ServiceUnavailable:
     log.warning("job queue unavailable (%s): %r", action, exc)
-    return ServiceUnavailable(
-        "The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS
-    )
+    return ServiceUnavailable("The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS)
 
 
 async def enqueue(app: AppLike, function: str, *, priority: str = "default", **kwargs: Any) -> Job:
@@ -38,7 +36,7 @@ async def enqueue(app: AppLike, function: str, *, priority: str = "default", **k
     `kwargs` are the function's arguments, except SAQ Job fields (timeout, retries, retry_delay,
     retry_backoff, scheduled, key, heartbeat, ttl, meta), which override the configured defaults.
     The id of the request being handled travels in `job.meta["request_id"]`, its W3C trace
-    context (an incoming `traceparent`) in `job.meta["traceparent"]`. Enqueueing an
+    context (a valid incoming `traceparent`) in `job.meta["traceparent"]`. Enqueueing an
     existing key returns that job. Raises ServiceUnavailable (503, Retry-After) when Redis
     cannot be reached, UnknownPriority (a ValueError) for an unconfigured priority.
     """
@@ -61,7 +59,7 @@ async def enqueue(app: AppLike, function: str, *, priority: str = "default", **k
                 metrics.count_enqueued(queue.name, function)
         elif "key" in job_kwargs:  # that key is already queued or running
             job = await queue.job(job_kwargs["key"])
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("enqueue", exc) from None
     if job is None:
         raise _unavailable("enqueue", LookupError(f"job {job_kwargs.get('key')} vanished"))
@@ -72,5 +70,5 @@ async def find_job(app: AppLike, key: str) -> Job | None:
     """The job with this key on any queue, or None; raises ServiceUnavailable when Redis is down."""
     try:
         return await app[QUEUES_KEY].find(key)
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("find", exc) from None

@@ -14,24 +14,25 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import aiohttp
-from redis.asyncio import Redis
 from saq import CronJob
 from saq.job import Job, Status
 
 from server.config import DEFAULT_CONFIG_PATH, Config, load_config
-from server.metrics import job_outcome, process_metrics, setup_process_metrics
 from server.log_context import current_job, current_request_id, current_traceparent
-from server.models.database import Database
+from server.metrics import job_outcome, process_metrics, setup_process_metrics
+from server.resources import WorkerResources, close_resources, open_resources
+from server.services.queues import JobQueue, concurrency_for, make_queue_client
 from server.workers.failures import (
-    JobFailureReporter, handle_failure, handle_swept, request_id_of, traceparent_of,
+    JobFailureReporter,
+    handle_failure,
+    handle_swept,
+    request_id_of,
+    traceparent_of,
 )
-from server.workers.queues import JobQueue, concurrency_for, make_queue_client
-from server.workers.reporting import make_job_failure_reporter
+from server.workers.reporting import CTX_REPORT_FAILURE, close_job_reporting, open_job_reporting
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS, record_database_stats
 
@@ -40,38 +41,12 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "SERVER_CONFIG"
 
 
-@dataclass(slots=True)
-class WorkerResources:
-    """What jobs use, the same kinds the web app opens: SQLite, Redis, an HTTP session."""
-
-    db: Database
-    redis: Redis
-    http: aiohttp.ClientSession
-
-
-async def open_resources(config: Config) -> WorkerResources:
-    """Open the resources with the web app's own factories; close them with close_resources."""
-    from server.app import make_database, make_http_session, make_redis
-
-    db = make_database(config)
-    await db.open()
-    # Off the request path, every command bounded by redis-py itself is simplest.
-    redis = make_redis(config, socket_timeout=config.redis.socket_timeout)
-    return WorkerResources(db=db, redis=redis, http=make_http_session(config))
-
-
-async def close_resources(resources: WorkerResources) -> None:
-    await resources.http.close()
-    await resources.redis.aclose()
-    await resources.db.close()
-
-
-def cron_jobs_for(config: Config, queue_name: str) -> list[CronJob]:
+def cron_jobs_for(config: Config, queue_name: str) -> list[CronJob[Any]]:
     """The periodic jobs, scheduled by the workers of the lowest-priority queue only."""
     if queue_name != config.queue.names[-1]:
         return []
     # One attempt: the next tick is the retry.
-    stats = CronJob(
+    stats: CronJob[Any] = CronJob(
         record_database_stats, cron=config.queue.stats_cron, timeout=config.queue.job_timeout, retries=1
     )
     return [stats]
@@ -90,7 +65,8 @@ def worker_settings(
 
     With `resources`, jobs use them and the worker neither opens nor closes them (the web app's,
     or a worker process's shared set); without, the worker opens its own on startup. Failures
-    go to `reporter`, by default the one `make_job_failure_reporter(config)` builds.
+    go to `reporter`; without one, the worker starts a reporter of its own on startup and
+    flushes it on shutdown.
     """
     cfg = config.queue
     if queue is None:
@@ -103,13 +79,17 @@ def worker_settings(
         else:
             shared = resources
         ctx.update(config=config, db=shared.db, redis=shared.redis, http=shared.http)
-        ctx["report_job_failure"] = reporter or make_job_failure_reporter(config)
+        if reporter is None:
+            await open_job_reporting(ctx, config.honeybadger)
+        else:
+            ctx[CTX_REPORT_FAILURE] = reporter
         queue.on_swept = partial(_on_swept, ctx)
         worker = ctx["worker"]
         if worker.SIGNALS:
             # Run by the `saq` CLI, which stops by setting the event and then waits for its upkeep
             # loops (sleeping up to a sweep interval) until the grace period runs out. This stop
-            # cancels them once no sweep runs (NOTES.md §1b). SAQ removes these handlers on exit.
+            # cancels them once no sweep runs (docs/decisions.md, "SAQ: stopping a worker"). SAQ removes these
+            # handlers on exit.
             loop = asyncio.get_running_loop()
             for signum in worker.SIGNALS:
                 loop.add_signal_handler(signum, request_stop, worker)
@@ -119,10 +99,11 @@ def worker_settings(
         owned = ctx.pop("owned_resources", None)
         if owned is not None:
             await close_resources(owned)
+        await close_job_reporting(ctx)
 
     async def before_process(ctx: dict[str, Any]) -> None:
         # Log lines of the job (and SAQ's own about it) carry the job, and the id and trace context
-        # of the request that asked for it. Set on every job: the task running them is reused.
+        # of the request that asked for it. Set for every job: the task running them is reused.
         job = ctx["job"]
         current_request_id.set(request_id_of(job) or "-")
         current_traceparent.set(traceparent_of(job))
@@ -133,9 +114,7 @@ def worker_settings(
         count_attempt(ctx["job"], raised=exc is not None)
         try:
             if exc is not None:
-                await handle_failure(
-                    ctx["redis"], ctx.get("report_job_failure"), ctx["job"], exc, keep=cfg.failed_keep
-                )
+                await handle_failure(ctx["redis"], ctx.get(CTX_REPORT_FAILURE), ctx["job"], exc, keep=cfg.failed_keep)
         finally:
             current_job.set(None)
             current_traceparent.set(None)
@@ -174,12 +153,11 @@ async def _on_swept(ctx: dict[str, Any], queue: JobQueue, jobs: list[Job]) -> No
     metrics = process_metrics()
     if metrics is not None:
         for job in jobs:
-            outcome = "aborted" if job.status == Status.ABORTED else "requeued"
-            metrics.count_swept(queue.name, job.function, outcome)
+            metrics.count_swept(queue.name, job.function, "aborted" if job.status == Status.ABORTED else "requeued")
     redis = ctx.get("redis")
     if redis is None:  # swept before startup finished: nothing to record with
         return
-    await handle_swept(redis, ctx.get("report_job_failure"), jobs, keep=ctx["config"].queue.failed_keep)
+    await handle_swept(redis, ctx.get(CTX_REPORT_FAILURE), jobs, keep=ctx["config"].queue.failed_keep)
 
 
 def settings_for(queue_name: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Test and bench infrastructure, never imported by server/: throwaway servers and fakes of third parties."""
