@@ -66,12 +66,13 @@ stop: install
 reload: install
 	@$(CIRCUSCTL) --timeout 60 reload web --waiting
 
-## Lint, format check and type check (pyproject.toml), then the test suite (starts its own throwaway redis-server).
+## Lint, format check and type check, then the test suite (its own throwaway redis-server) with the
+## coverage floor of pyproject.toml.
 test: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VPY) -m pytest
+	$(VPY) -m pytest --cov --cov-report=term
 
 ## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
 ## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).

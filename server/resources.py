@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from server.cache.store import ResponseCache
 from server.config import Config
 from server.keys import CACHE_KEY, CONFIG_KEY, DB_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, REPORTER_KEY
-from server.metrics import process_metrics, setup_process_metrics
+from server.metrics import PUBLISH_INTERVAL, process_metrics, setup_process_metrics
 from server.models.database import Database
 from server.models.migrate import prepare_database
 from server.services.honeybadger.sender import HoneybadgerReporter, reporter_observer
@@ -24,11 +24,27 @@ log = logging.getLogger(__name__)
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """This process's metrics. A process started by `python -m server` has set them up already;
-    here for an app built by other code (tests, `make dev`). The files outlive the app: what
-    this process counted still counts in the system's sums."""
-    await asyncio.to_thread(setup_process_metrics, app[CONFIG_KEY])
-    yield
+    """This process's metrics, and the task publishing what requests count (every
+    PUBLISH_INTERVAL; a last time on shutdown). A process started by `python -m server` has set
+    the metrics up already; here for an app built by other code (tests, `make dev`). The files
+    outlive the app: what this process counted still counts in the system's sums."""
+    metrics = await asyncio.to_thread(setup_process_metrics, app[CONFIG_KEY])
+    if metrics is None:
+        yield
+        return
+
+    async def publish_every() -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            metrics.publish()
+
+    task = asyncio.create_task(publish_every(), name="metrics-publish")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        metrics.publish()
 
 
 def make_database(config: Config) -> Database:

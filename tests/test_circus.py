@@ -29,6 +29,7 @@ from test_redis_binary import debian_layout
 
 from server.config import PROJECT_ROOT, Config, load_config
 from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.metrics import PUBLISH_INTERVAL
 from server.redis_binary import find_redis_server
 from server.services.circus_status import read_circus_status
 from server.services.queues import build_queues
@@ -408,6 +409,7 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         # /internal/metrics sums every process: both web processes (and the killed one), the
         # workers (the killed ones' counts stay), the sweep that took the job back.
         assert not stale.exists()
+        await asyncio.sleep(PUBLISH_INTERVAL + 0.5)  # every process has published its requests
         logged = len(WEB_PIDS_IN_ACCESS_LOG.findall(sup.log("web")))
         async with session.get(f"{base}/internal/metrics", headers=auth_header()) as resp:
             assert resp.status == 200

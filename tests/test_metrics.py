@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.app import create_app
 from server.config import PROJECT_ROOT, HoneybadgerConfig
 from server.keys import DB_KEY
-from server.metrics import count_rate_limited
+from server.metrics import PUBLISH_INTERVAL, count_rate_limited, process_metrics
 from server.services.honeybadger.sender import HoneybadgerReporter, reporter_observer
 from testing.redis import free_port
 
@@ -120,6 +120,22 @@ async def test_requests_are_counted_by_route_template_method_and_status(jobs_cli
     assert delta("http_request_duration_seconds_sum", route="/api/v1/foo", method="GET", status="200") > 0
     # The scrape itself is in flight while it is answered (in this process).
     assert value(after, "http_requests_in_flight") >= 1
+
+
+async def test_published_latencies_fall_in_the_buckets_histogram_observe_would_choose(jobs_client):
+    metrics = process_metrics()
+    assert metrics is not None
+    for seconds in (0.001, 0.0011, 20.0):  # on a bound, just above it, above the last one
+        metrics.observe_request("/test/bounds", "GET", 200, seconds)
+    samples = await scrape(jobs_client)  # the scrape publishes this process's figures first
+    labels = {"route": "/test/bounds", "method": "GET", "status": "200"}
+    bucket = "http_request_duration_seconds_bucket"
+    assert value(samples, bucket, **labels, le="0.001") == 1
+    assert value(samples, bucket, **labels, le="0.0025") == 2
+    assert value(samples, bucket, **labels, le="10.0") == 2
+    assert value(samples, bucket, **labels, le="+Inf") == 3
+    assert value(samples, "http_request_duration_seconds_count", **labels) == 3
+    assert value(samples, "http_request_duration_seconds_sum", **labels) == pytest.approx(20.0021)
 
 
 async def test_cache_results_are_counted_per_namespace(fake_cat_facts, tmp_path, redis_url, aiohttp_client):
@@ -303,6 +319,8 @@ async def test_two_web_processes_sum_into_one_scrape(tmp_path, redis_url, fake_c
             await asyncio.sleep(0.1)
         scrapes = []
         for proc in (a, b):
+            # Each process publishes its request figures every PUBLISH_INTERVAL: wait for the other's.
+            await asyncio.sleep(PUBLISH_INTERVAL + 0.5)
             async with session.get(f"{proc.url}/internal/metrics", headers=auth) as resp:
                 assert resp.status == 200
                 scrapes.append(parse(await resp.text()))

@@ -117,6 +117,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     if metrics is None or not request.config_dict[CONFIG_KEY].metrics.enabled:
         raise NotFound("Metrics are off (metrics.enabled).")
     extra = await queue_depths(request)
+    metrics.publish()  # this process's figures up to this request
     # Reading every process's files is disk work: off the event loop.
     body = await asyncio.to_thread(render_metrics, metrics, extra)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

@@ -19,13 +19,13 @@ CLIENT_CLOSED = 499
 @web.middleware
 async def http_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The outermost middleware, so it times everything the app does for a request. The
-    metrics are the process's (set up by the app's metrics_ctx on start-up)."""
+    metrics are the process's (set up by the app's metrics_ctx on start-up); what is counted
+    here reaches the files when they are published (server/metrics.py)."""
     metrics = process_metrics()
     if metrics is None:
         return await handler(request)
     start = time.perf_counter()
-    in_flight = metrics.http_in_flight
-    in_flight.inc()
+    metrics.in_flight += 1
     status = 500
     try:
         response = await handler(request)
@@ -38,7 +38,7 @@ async def http_metrics(request: web.Request, handler: Handler) -> web.StreamResp
         status = CLIENT_CLOSED
         raise
     finally:
-        in_flight.dec()
+        metrics.in_flight -= 1
         method = request.method
         metrics.observe_request(
             route_label(request.match_info.route.resource),
