@@ -129,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5, help="seconds per timed run (default 5)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument(
+        "--metrics-dir",
+        type=Path,
+        help="where the metrics files go (default: a new folder in the system's temporary folder; "
+        "compare a disk folder with one on tmpfs such as /dev/shm)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk (make bench installs it)")
@@ -137,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
     db = tmp / "bench.db"
+    metrics_dir = args.metrics_dir or tmp / "metrics"
     runs: list[dict[str, Any]] = []
     with RedisProcess() as redis:
-        on = write_config(tmp / "on.yaml", db=db, redis_url=redis.url, metrics_dir=tmp / "metrics", enabled=True)
-        off = write_config(tmp / "off.yaml", db=db, redis_url=redis.url, metrics_dir=tmp / "metrics", enabled=False)
+        on = write_config(tmp / "on.yaml", db=db, redis_url=redis.url, metrics_dir=metrics_dir, enabled=True)
+        off = write_config(tmp / "off.yaml", db=db, redis_url=redis.url, metrics_dir=metrics_dir, enabled=False)
         subprocess.run([sys.executable, "-m", "server", "--config", str(on), "migrate"], cwd=ROOT, check=True,
                        capture_output=True)  # fmt: skip
         seed_users(db, args.users)
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": args.pairs,
         "seconds": args.seconds,
         "connections": args.connections,
+        "metrics_dir": str(metrics_dir),
         "ratio_on_off_median": round(statistics.median(ratios), 3),
         "ratio_on_off_min": round(min(ratios), 3),
         "ratio_on_off_max": round(max(ratios), 3),

@@ -44,6 +44,9 @@ def test_the_unit_runs_circusd_as_its_own_user_hardened_and_writing_only_var():
         assert unit[key] == ["yes"], key
     assert unit["CapabilityBoundingSet"] == [""]
     assert unit["KillMode"] == ["mixed"]  # circusd stops the watchers in order; systemd does not
+    # The metrics files on tmpfs, in the runtime folder systemd makes writable for the service.
+    assert unit["RuntimeDirectory"] == ["aiohttp-api-server"]
+    assert "METRICS_DIR=/run/aiohttp-api-server/metrics" in unit["Environment"]
     # The reload uses the control socket config.yaml names, under var/.
     assert "ipc:///srv/aiohttp-api-server/var/circus/control.sock" in unit["ExecReload"][0]
 
