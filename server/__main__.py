@@ -117,8 +117,16 @@ def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
     from server.config import PROJECT_ROOT
-    from server.supervision import redis_shim, var_dir
+    from server.supervision import cache_redis_url, redis_shim, var_dir
 
+    if args.cache:  # the cache's own Redis: redis-cache.conf, on the port of CACHE_REDIS_URL
+        return redis_shim(
+            os.environ["REDIS_SERVER"],
+            PROJECT_ROOT / "redis-cache.conf",
+            urlsplit(cache_redis_url(config)).port or 6379,
+            var_dir(os.environ) / "redis-cache",
+            password=config.redis.effective_password(),
+        )
     return redis_shim(
         os.environ["REDIS_SERVER"],
         PROJECT_ROOT / "redis.conf",
@@ -214,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, help="override server.port")
     dev.add_argument("--aux-port", type=int, help="the livereload server's port (default: port + 1)")
     dev.add_argument("--no-livereload", action="store_true", help="no script that reloads the browser's page")
-    sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")
+    shim = sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")
+    shim.add_argument("--cache", action="store_true", help="the cache's own Redis (redis-cache.conf)")
     return parser
 
 

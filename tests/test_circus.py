@@ -36,7 +36,7 @@ from server.services.queues import build_queues
 from server.workers.enqueue import enqueue
 from testing.redis import free_port
 
-WATCHERS = ("redis", "web", "worker", "worker-high", "worker-low")
+WATCHERS = ("redis", "redis-cache", "web", "worker", "worker-high", "worker-low")
 ACCESS_LOG_LINES = re.compile(r"^(\S+ \S+) INFO (\d+) aiohttp\.access ", re.MULTILINE)
 WEB_PIDS_IN_ACCESS_LOG = re.compile(r"^\S+ \S+ INFO (\d+) aiohttp\.access ", re.MULTILINE)
 
@@ -169,7 +169,7 @@ class Supervisor:
 
 @pytest.fixture
 def circus_ports() -> dict[str, int]:
-    return {"server": free_port(), "redis": free_port()}
+    return {"server": free_port(), "redis": free_port(), "cache": free_port()}
 
 
 @pytest.fixture
@@ -289,6 +289,7 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         queue={"job_timeout": 10, "sweep_interval": 1, "shutdown_grace": 3.0},
         # The system's own metrics directory (the test session's is this process's).
         metrics={"dir": str(tmp_path / "var" / "metrics")},
+        cache={"redis_url": f"redis://127.0.0.1:{ports['cache']}/0"},
     )
     # A file left by the processes of an earlier run: the launcher empties the folder first.
     stale = Path(config.metrics.dir) / "counter_999999999.db"
@@ -328,6 +329,22 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         await anonymous.aclose()
     config = load_config(write_config(tmp_path / "client.yaml", config), {"REDIS_PASSWORD_FILE": str(password_file)})
     assert config.redis.password == password
+    # The cache's own Redis: the same password; a full memory evicts cache entries, never a job.
+    for port, policy, persisted in ((ports["cache"], "allkeys-lru", "no"), (ports["redis"], "noeviction", "yes")):
+        client = redis.asyncio.Redis(port=port, password=password, decode_responses=True)
+        try:
+            assert (await client.config_get("maxmemory-policy"))["maxmemory-policy"] == policy
+            assert (await client.config_get("appendonly"))["appendonly"] == persisted
+            if policy == "allkeys-lru":
+                assert int((await client.config_get("maxmemory"))["maxmemory"]) > 0
+        finally:
+            await client.aclose()
+    anonymous = redis.asyncio.Redis(port=ports["cache"])
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            await anonymous.ping()
+    finally:
+        await anonymous.aclose()
     await assert_private_to_this_user(sup, ports["server"])
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:

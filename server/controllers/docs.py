@@ -22,7 +22,8 @@ TITLE = "aiohttp API server"
 DESCRIPTION = (
     "Every route of every API version and the service pages. Request schemas are the JSON Schemas "
     "(2020-12) the server validates with. Errors are RFC 9457 problem details (`Problem`); a path "
-    "answers 405 `MethodNotAllowed` with an `Allow` header to a method it does not serve."
+    "answers 405 `MethodNotAllowed` with an `Allow` header to a method it does not serve. Any "
+    "request whose `Host` header names a host outside `server.allowed_hosts` answers 400."
 )
 PAGE_SCHEMA = {"type": "string", "contentMediaType": "text/html"}
 SWAGGER_UI_ASSETS = "/docs/ui/assets"

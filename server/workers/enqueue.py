@@ -3,7 +3,10 @@ ServiceUnavailable when Redis is down."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -64,6 +67,35 @@ async def enqueue(app: AppLike, function: str, *, priority: str = "default", **k
     if job is None:
         raise _unavailable("enqueue", LookupError(f"job {job_kwargs.get('key')} vanished"))
     return job
+
+
+# Prefix of the Redis keys that remember which job stands for a key during its window.
+ONCE_PREFIX = "enqueue-once"
+
+
+async def enqueue_once(
+    app: AppLike, function: str, *, once_key: str, ttl: int, priority: str = "default", **kwargs: Any
+) -> Job:
+    """Like `enqueue`, but at most one job of `function` per `once_key` per `ttl` seconds, across
+    every process: the first caller of a window picks an unguessable job key (remembered in
+    Redis, SET NX with the window as expiry), later callers get that same job.
+
+    Raises what `enqueue` raises.
+    """
+    queue = app[QUEUES_KEY].for_priority(priority)
+    digest = hashlib.sha256(once_key.encode()).hexdigest()[:32]  # any length of key in, bounded out
+    marker = f"{ONCE_PREFIX}:{function}:{digest}"
+    try:
+        async with asyncio.timeout(app[CONFIG_KEY].redis.socket_timeout):
+            async with queue.redis.pipeline(transaction=False) as pipe:
+                pipe.set(marker, uuid.uuid4().hex, nx=True, ex=max(1, ttl))
+                pipe.get(marker)
+                _, key = await pipe.execute()
+    except (TimeoutError, RedisError, OSError) as exc:
+        raise _unavailable("enqueue", exc) from None
+    if key is None:  # expired between the two commands: a window of its own
+        key = uuid.uuid4().hex.encode()
+    return await enqueue(app, function, priority=priority, key=key.decode(), **kwargs)
 
 
 async def find_job(app: AppLike, key: str) -> Job | None:
