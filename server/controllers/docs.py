@@ -11,9 +11,10 @@ import aiohttp_jinja2
 from aiohttp import web
 from openapi_ui_bundles import swagger_ui
 
+from server.errors import NotFound
 from server.keys import OPENAPI_KEY
-from server.routing.openapi import build_openapi
-from server.routing.stamps import describe
+from server.routing.openapi import build_openapi, problem_response
+from server.routing.stamps import describe, path_schema
 from server.routing.versions import describe_routes
 
 routes = web.RouteTableDef()
@@ -27,6 +28,9 @@ DESCRIPTION = (
 )
 PAGE_SCHEMA = {"type": "string", "contentMediaType": "text/html"}
 SWAGGER_UI_ASSETS = "/docs/ui/assets"
+# The files of the openapi-ui-bundles package the page uses (Swagger UI 5), by name: a route of
+# its own rather than a static folder, so the document describes it and nothing else is served.
+SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "favicon-16x16.png")
 # The page's only script of ours, served as a file: the policy below allows no inline script.
 # validatorUrl null: Swagger UI would otherwise send the document to validator.swagger.io.
 SWAGGER_UI_INIT_JS = """\
@@ -57,8 +61,6 @@ def setup_docs(app: web.Application) -> None:
     """Serve /openapi.json, /docs and /docs/ui on `app` (the root app: the document covers its sub-apps)."""
     app[OPENAPI_KEY] = {}
     app.add_routes(routes)
-    # Swagger UI's files from the openapi-ui-bundles wheel (Swagger UI 5: OpenAPI 3.1).
-    app.router.add_static(SWAGGER_UI_ASSETS, swagger_ui.static_path, name="docs-ui-assets")
 
 
 def package_version() -> str:
@@ -193,3 +195,19 @@ async def get_docs_ui(request: web.Request) -> web.Response:
 )
 async def get_docs_ui_init(request: web.Request) -> web.Response:
     return web.Response(text=SWAGGER_UI_INIT_JS, content_type="application/javascript")
+
+
+@routes.get(SWAGGER_UI_ASSETS + "/{name}", name="docs-ui-assets")
+@path_schema({"type": "object", "properties": {"name": {"enum": list(SWAGGER_UI_FILES)}}, "required": ["name"]})
+@describe(
+    summary="Swagger UI's files, from the openapi-ui-bundles package",
+    responses={
+        200: {"description": "The file (JavaScript, CSS or PNG)", "schema": {"type": "string"}, "content_type": "*/*"},
+        404: problem_response(404),
+    },
+)
+async def get_docs_ui_asset(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in SWAGGER_UI_FILES:  # (validation runs on the API versions only; checked here)
+        raise NotFound(f"no file {name!r} in Swagger UI's assets")
+    return web.FileResponse(swagger_ui.static_path / name, headers={"Cache-Control": "public, max-age=86400"})
