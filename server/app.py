@@ -24,6 +24,7 @@ from server.keys import (
 )
 from server.middlewares.cache import cache_layer
 from server.middlewares.errors import every_request
+from server.middlewares.metrics import http_metrics
 from server.middlewares.security import host_check, security_headers
 from server.middlewares.validation import validation_layer
 from server.models.faults import StorageFaults
@@ -32,6 +33,7 @@ from server.resources import (
     cache_ctx,
     database_ctx,
     http_ctx,
+    metrics_ctx,
     queues_ctx,
     redis_ctx,
     reporter_ctx,
@@ -75,12 +77,12 @@ def api_layers(config: Config) -> list[Layer]:
 
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
-    app = web.Application(
-        # The one middleware every request passes (request id, Host check, problem details); what
-        # only some routes need is composed per route from its stamps (api_layers).
-        middlewares=[every_request(host_check(config))],
-        client_max_size=config.server.max_body_bytes,
-    )
+    # The one middleware every request passes (request id, trace context, Host check, problem
+    # details); what only some routes need is composed per route from its stamps (api_layers).
+    middlewares = [every_request(host_check(config))]
+    if config.metrics.enabled:
+        middlewares.insert(0, http_metrics)  # outermost: it times everything else
+    app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_bytes)
     app[CONFIG_KEY] = config
     app[STORAGE_FAULTS_KEY] = StorageFaults()
     app.on_response_prepare.append(security_headers)
@@ -91,9 +93,9 @@ def create_app(config: Config) -> web.Application:
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html"]),
     )
-    # The error reporter opens first and closes last: failures while the others close (an
-    # embedded worker's last jobs) are still reported.
-    app.cleanup_ctx.extend([reporter_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx, queues_ctx])
+    # The metrics first (the others report to them). The error reporter opens next and closes
+    # last but one: failures while the others close (an embedded worker's last jobs) are reported.
+    app.cleanup_ctx.extend([metrics_ctx, reporter_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx, queues_ctx])
     if config.queue.embedded_worker:
         app.cleanup_ctx.append(embedded_worker_ctx)  # last: stops first, while the resources are open
     app.add_routes(pages.routes)

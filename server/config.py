@@ -46,6 +46,20 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "INFO"
+    # "text" (one readable line per record) or "json" (one JSON object per line, for collectors).
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics at /internal/metrics, summed over every process of the system."""
+
+    enabled: bool = True
+    # prometheus_client's multiprocess directory: each process writes its figures to files here,
+    # and a scrape sums them. `python -m server supervise` (make run) empties it on start.
+    dir: str = "var/metrics"
+    # A bearer token a scraper may send instead of the internal credentials; empty: none accepted.
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +186,7 @@ class CircusConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -193,6 +208,10 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "SERVER_PORT": ("server", "port"),
     "SERVER_ALLOWED_HOSTS": ("server", "allowed_hosts"),
     "LOG_LEVEL": ("logging", "level"),
+    "LOG_FORMAT": ("logging", "format"),
+    "METRICS_ENABLED": ("metrics", "enabled"),
+    "METRICS_DIR": ("metrics", "dir"),
+    "METRICS_TOKEN": ("metrics", "token"),
     "DATABASE_PATH": ("database", "path"),
     "DATABASE_AUTO_MIGRATE": ("database", "auto_migrate"),
     "REDIS_URL": ("redis", "url"),
@@ -255,6 +274,8 @@ def _config_schema() -> dict[str, Any]:
     props["server"]["properties"]["max_violations"].update(minimum=1, maximum=10_000)
     props["server"]["properties"]["shutdown_timeout"]["minimum"] = 0
     props["logging"]["properties"]["level"]["enum"] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    props["logging"]["properties"]["format"]["enum"] = ["text", "json"]
+    props["metrics"]["properties"]["dir"]["minLength"] = 1
     props["database"]["properties"]["path"]["minLength"] = 1
     props["database"]["properties"]["read_connections"].update(minimum=1, maximum=32)
     props["database"]["properties"]["busy_timeout_ms"]["minimum"] = 1
@@ -387,6 +408,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         config,
         database=db,
         circus=circus,
+        metrics=dataclasses.replace(config.metrics, dir=resolved(config.metrics.dir)),
         redis=dataclasses.replace(config.redis, password_file=resolved(config.redis.password_file)),
         internal=dataclasses.replace(config.internal, password_file=resolved(config.internal.password_file)),
     )

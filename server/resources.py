@@ -15,21 +15,48 @@ from redis.asyncio import Redis
 from server.cache.store import ResponseCache
 from server.config import Config
 from server.keys import CACHE_KEY, CONFIG_KEY, DB_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, REPORTER_KEY
+from server.metrics import PUBLISH_INTERVAL, process_metrics, setup_process_metrics
 from server.models.database import Database
 from server.models.migrate import prepare_database
-from server.services.honeybadger.sender import HoneybadgerReporter
+from server.services.honeybadger.sender import HoneybadgerReporter, reporter_observer
 from server.services.queues import JobQueues, build_queues
 
 log = logging.getLogger(__name__)
 
 
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """This process's metrics, and the task publishing what requests count (every
+    PUBLISH_INTERVAL; a last time on shutdown). A process started by `python -m server` has set
+    the metrics up already; here for an app built by other code (tests, `make dev`). The files
+    outlive the app: what this process counted still counts in the system's sums."""
+    metrics = await asyncio.to_thread(setup_process_metrics, app[CONFIG_KEY])
+    if metrics is None:
+        yield
+        return
+
+    async def publish_every() -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            metrics.publish()
+
+    task = asyncio.create_task(publish_every(), name="metrics-publish")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        metrics.publish()
+
+
 def make_database(config: Config) -> Database:
-    """The Database of `config`, not yet open."""
+    """The Database of `config`, not yet open; its writer waits go to the metrics."""
     cfg = config.database
+    metrics = process_metrics()
     return Database(
         cfg.path,
         busy_timeout_ms=cfg.busy_timeout_ms,
         read_connections=cfg.read_connections,
+        on_write_wait=metrics.observe_write_wait if metrics is not None else None,
         max_waiting_writers=cfg.max_waiting_writers,
     )
 
@@ -136,7 +163,7 @@ async def _connect_queues(queues: JobQueues, timeout: float) -> None:
 
 async def reporter_ctx(app: web.Application) -> AsyncIterator[None]:
     """The error reporter: unhandled request errors and the embedded worker's failures go to it."""
-    reporter = HoneybadgerReporter(app[CONFIG_KEY].honeybadger)
+    reporter = HoneybadgerReporter(app[CONFIG_KEY].honeybadger, observer=reporter_observer())
     reporter.start()
     app[REPORTER_KEY] = reporter
     try:

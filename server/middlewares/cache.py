@@ -37,6 +37,7 @@ from server.cache.store import REDIS_ERRORS, Entry, ResponseCache, bump_generati
 from server.config import CacheConfig
 from server.errors import InvalidInput
 from server.keys import CACHE_KEY, DB_KEY
+from server.metrics import process_metrics
 from server.routing.chain import Handler, Route
 from server.routing.meta import RouteMeta
 from server.routing.versions import api_version_of
@@ -120,7 +121,14 @@ def client_identity(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+def _count(policy: CachePolicy, state: str) -> None:
+    metrics = process_metrics()
+    if metrics is not None:
+        metrics.count_cache(policy.namespace, state)
+
+
 def _mark(response: web.StreamResponse, state: str, policy: CachePolicy, max_age: int | None) -> None:
+    _count(policy, state)
     if response.prepared:  # streamed answers carry no cache headers
         return
     headers = response.headers
@@ -158,6 +166,7 @@ def _hit(entry: Entry, policy: CachePolicy) -> web.Response | None:
     }
     if policy.vary:
         headers["Vary"] = policy.vary
+    _count(policy, "HIT")
     return web.Response(body=entry.body, status=200, headers=headers)
 
 

@@ -1,7 +1,7 @@
 """The one middleware every request passes: its X-Request-ID, the Host check, every error as problem details.
 
-Request ids, the allowed Host names and error handling are one layer (one coroutine frame per
-request): the id is set before anything else runs, on the log context too, and every answer
+Request ids (and the W3C traceparent), the allowed Host names and error handling are one layer
+(one coroutine frame per request): the id is set before anything else runs, on the log context too, and every answer
 carries it, problems included (RFC 9457). Errors, ours or aiohttp's (404, 405 with Allow, 413), become problem details;
 tracebacks only reach the log and the error reporter.
 """
@@ -15,10 +15,10 @@ from aiohttp.typedefs import Handler, Middleware
 
 from server.errors import DomainError
 from server.keys import REPORTER_KEY, REQUEST_ID_KEY, STORAGE_FAULTS_KEY
-from server.log_context import current_request_id
+from server.log_context import current_request_id, current_traceparent, valid_traceparent
 from server.middlewares.problems import problem
 from server.middlewares.reporting import report_request_error
-from server.middlewares.request_id import REQUEST_ID_HEADER, incoming_or_new
+from server.middlewares.request_id import REQUEST_ID_HEADER, TRACEPARENT_HEADER, incoming_or_new
 from server.middlewares.security import HostCheck
 from server.models.faults import retry_after, storage_fault
 
@@ -34,9 +34,12 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
 
     @web.middleware
     async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rid = incoming_or_new(request.headers.get(REQUEST_ID_HEADER))
+        headers = request.headers
+        rid = incoming_or_new(headers.get(REQUEST_ID_HEADER))
         request[REQUEST_ID_KEY] = rid
         token = current_request_id.set(rid)
+        traceparent = headers.get(TRACEPARENT_HEADER)
+        trace_token = current_traceparent.set(valid_traceparent(traceparent)) if traceparent is not None else None
         try:
             if check_host is not None:
                 check_host(request)
@@ -65,6 +68,8 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
             response = unhandled_problem(request, exc)
         finally:
             current_request_id.reset(token)
+            if trace_token is not None:
+                current_traceparent.reset(trace_token)
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = rid
         return response

@@ -1,4 +1,9 @@
-"""X-Request-ID values: a well-formed incoming id is kept, anything else replaced by a cheap unique one."""
+"""X-Request-ID values (a well-formed incoming id is kept, anything else replaced by a cheap unique one),
+the W3C `traceparent`, and the access log line that carries both.
+
+Both go on every log line of the request (server/log_context.py) and into the jobs it enqueues;
+the one middleware (errors.py `every_request`) sets them.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,14 @@ import itertools
 import os
 import re
 
+from aiohttp import web
+from aiohttp.web_log import AccessLogger
+
+from server.keys import REQUEST_ID_KEY
+from server.log_context import current_request_id, current_traceparent, valid_traceparent
+
 REQUEST_ID_HEADER = "X-Request-ID"
+TRACEPARENT_HEADER = "traceparent"
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -40,3 +52,21 @@ def incoming_or_new(value: str | None) -> str:
     if value is not None and _VALID_ID.fullmatch(value):
         return value
     return new_request_id()
+
+
+class RequestAccessLogger(AccessLogger):
+    """aiohttp's access logger, whose line carries the request's id and trace context like the
+    request's other lines (aiohttp writes it after the middlewares have returned)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        rid = request.get(REQUEST_ID_KEY) if isinstance(request, web.Request) else None
+        if rid is None:  # refused before any middleware ran (a malformed request)
+            super().log(request, response, time)
+            return
+        id_token = current_request_id.set(rid)
+        trace_token = current_traceparent.set(valid_traceparent(request.headers.get(TRACEPARENT_HEADER)))
+        try:
+            super().log(request, response, time)
+        finally:
+            current_traceparent.reset(trace_token)
+            current_request_id.reset(id_token)

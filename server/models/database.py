@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,13 @@ class Database(_Reads):
         *,
         busy_timeout_ms: int = 5000,
         read_connections: int = 2,
+        on_write_wait: Callable[[float], None] | None = None,
         max_waiting_writers: int = 256,
     ) -> None:
         self.path = str(path)
+        # Called with the seconds each write unit waited for the writer (this process's lock,
+        # then SQLite's lock held by other processes): the metrics' database wait.
+        self.on_write_wait = on_write_wait
         self._busy_timeout_ms = busy_timeout_ms
         # Writers queued behind the write lock (another write holds it, perhaps itself waiting on
         # SQLite's lock for busy_timeout): past this many, a write fails at once (StorageBusy).
@@ -173,6 +178,8 @@ class Database(_Reads):
             async with self._savepoint() as tx:
                 yield tx
             return
+        on_wait = self.on_write_wait
+        waiting_since = time.perf_counter() if on_wait is not None else 0.0
         async with self._write_slot():
             conn = self.writer
             self._owner = asyncio.current_task()
@@ -183,6 +190,8 @@ class Database(_Reads):
                     # The BEGIN was queued on the connection's thread and may still run there.
                     await self._rollback(conn)
                     raise
+                if on_wait is not None:
+                    on_wait(time.perf_counter() - waiting_since)
                 try:
                     yield Transaction(conn)
                 except BaseException:

@@ -45,6 +45,8 @@ class RouteMeta:
     on_invalid: InvalidHook | None = None
     cache: CachePolicy | None = None
     doc: RouteDoc | None = None
+    # An internal page a scraper may also open with its bearer token (`metrics.token`).
+    scraper_token: bool = False
     # A field a layer reads goes here, with the stamp that sets it (see routing/chain.py).
 
     def schemas(self) -> dict[str, CompiledSchema]:

@@ -133,3 +133,9 @@ def describe(
         return handler
 
     return stamp
+
+
+def accepts_scraper_token(handler: H) -> H:
+    """Let a scraper's bearer token (`metrics.token`, when set) open this internal page too."""
+    meta(handler).scraper_token = True
+    return handler

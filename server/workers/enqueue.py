@@ -1,4 +1,5 @@
-"""Enqueueing from the web app: at a priority, carrying the request id, ServiceUnavailable when Redis is down."""
+"""Enqueueing from the web app: at a priority, carrying the request id and trace context,
+ServiceUnavailable when Redis is down."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from saq.job import Job
 
 from server.errors import ServiceUnavailable
 from server.keys import CONFIG_KEY, QUEUES_KEY
-from server.log_context import current_request_id
+from server.log_context import current_request_id, current_traceparent
+from server.metrics import process_metrics
 from server.services.queues import job_defaults
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,8 @@ async def enqueue(app: AppLike, function: str, *, priority: str = "default", **k
 
     `kwargs` are the function's arguments, except SAQ Job fields (timeout, retries, retry_delay,
     retry_backoff, scheduled, key, heartbeat, ttl, meta), which override the configured defaults.
-    The id of the request being handled travels in `job.meta["request_id"]`. Enqueueing an
+    The id of the request being handled travels in `job.meta["request_id"]`, its W3C trace
+    context (a valid incoming `traceparent`) in `job.meta["traceparent"]`. Enqueueing an
     existing key returns that job. Raises ServiceUnavailable (503, Retry-After) when Redis
     cannot be reached, UnknownPriority (a ValueError) for an unconfigured priority.
     """
@@ -46,11 +49,18 @@ async def enqueue(app: AppLike, function: str, *, priority: str = "default", **k
     request_id = current_request_id.get()
     if request_id != "-":
         meta.setdefault("request_id", request_id)
+    traceparent = current_traceparent.get()
+    if traceparent is not None:
+        meta.setdefault("traceparent", traceparent)
     if meta:
         job_kwargs["meta"] = meta
     try:
         job = await queue.enqueue(function, **job_kwargs)
-        if job is None and "key" in job_kwargs:  # that key is already queued or running
+        if job is not None:
+            metrics = process_metrics()
+            if metrics is not None:
+                metrics.count_enqueued(queue.name, function)
+        elif "key" in job_kwargs:  # that key is already queued or running
             job = await queue.job(job_kwargs["key"])
     except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("enqueue", exc) from None
