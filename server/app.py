@@ -25,7 +25,7 @@ from server.keys import (
 from server.middlewares.cache import cache_layer
 from server.middlewares.errors import every_request
 from server.middlewares.metrics import http_metrics
-from server.middlewares.security import host_check, security_headers
+from server.middlewares.security import host_check
 from server.middlewares.validation import validation_layer
 from server.models.faults import StorageFaults
 from server.resources import (
@@ -85,7 +85,6 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_bytes)
     app[CONFIG_KEY] = config
     app[STORAGE_FAULTS_KEY] = StorageFaults()
-    app.on_response_prepare.append(security_headers)
     # baz's seam to the queue (tests may swap it for an enqueuer of their own).
     app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job
     aiohttp_jinja2.setup(

@@ -1,4 +1,5 @@
-"""The one middleware every request passes: its X-Request-ID, the Host check, every error as problem details.
+"""The one middleware every request passes: its X-Request-ID, the Host check, every error as problem details,
+the security headers on every answer.
 
 Request ids (and the W3C traceparent), the allowed Host names and error handling are one layer
 (one coroutine frame per request): the id is set before anything else runs, on the log context too, and every answer
@@ -19,7 +20,7 @@ from server.log_context import current_request_id, current_traceparent, valid_tr
 from server.middlewares.problems import problem
 from server.middlewares.reporting import report_request_error
 from server.middlewares.request_id import REQUEST_ID_HEADER, TRACEPARENT_HEADER, incoming_or_new
-from server.middlewares.security import HostCheck
+from server.middlewares.security import HostCheck, add_security_headers
 from server.models.faults import retry_after, storage_fault
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
             if exc.status < 400:
                 # Redirects and other non-error HTTP exceptions travel as exceptions; tag them too.
                 exc.headers[REQUEST_ID_HEADER] = rid
+                add_security_headers(request.path, exc.headers)
                 raise
             response = http_exception_problem(request, exc)
         except DomainError as exc:
@@ -71,7 +73,9 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
             if trace_token is not None:
                 current_traceparent.reset(trace_token)
         if not response.prepared:
-            response.headers[REQUEST_ID_HEADER] = rid
+            answer_headers = response.headers
+            answer_headers[REQUEST_ID_HEADER] = rid
+            add_security_headers(request.path, answer_headers)
         return response
 
     return request_id_and_errors

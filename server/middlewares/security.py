@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 
 from aiohttp import hdrs, web
 
@@ -33,17 +33,25 @@ PAGE_CSP = _PAGE_POLICY.format(frames="'self'")
 INTERNAL_CSP = _PAGE_POLICY.format(frames="'none'")
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: runs for every answer of the app and its sub-apps, errors and files too."""
-    headers = response.headers
+def add_security_headers(path: str, headers: MutableMapping[str, str]) -> None:
+    """The headers every answer carries, and an HTML page's policy. The one middleware calls it on
+    every answer it returns (errors included) and on redirects, before aiohttp sends them:
+    as an `on_response_prepare` signal on the root app it cost every request about 5 % (the
+    signal's dispatch; measured with py-spy on GET /healthz)."""
     headers["X-Content-Type-Options"] = "nosniff"
     # The raw header, not response.content_type: that parses the header on every answer.
     if headers.get(hdrs.CONTENT_TYPE, "")[:9].lower() == "text/html":
-        internal = under_prefix(request.path, INTERNAL_PREFIX)
+        internal = under_prefix(path, INTERNAL_PREFIX)
         headers.setdefault("Content-Security-Policy", INTERNAL_CSP if internal else PAGE_CSP)
         headers.setdefault("Referrer-Policy", "no-referrer")
         if internal:
             headers.setdefault("X-Frame-Options", "DENY")
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare, on the /internal sub-app: answers a handler prepares itself (SAQ's
+    dashboard serves files) and files, whose Content-Type is known only when they are sent."""
+    add_security_headers(request.path, response.headers)
 
 
 def host_name(header: str) -> str:
