@@ -8,8 +8,11 @@ STAMP_RUN := $(VENV)/.installed-run
 VAR_DIR ?= var
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
+# The peers make bench measures beside ours (Flask, FastAPI): a venv of their own, git-ignored.
+PEERS_VENV := bench/.peers-venv
+STAMP_PEERS := $(PEERS_VENV)/.installed
 
-.PHONY: run status stop reload test install install-test routes migrate seed clean bench token
+.PHONY: run dev status stop reload test install install-test routes migrate seed clean bench token
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +39,11 @@ $(STAMP_BENCH): setup.cfg pyproject.toml | $(VPY)
 	$(ensure_redis)
 	touch $@ $(STAMP_RUN)
 
+$(STAMP_PEERS): bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
+	touch $@
+
 install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
 
@@ -45,6 +53,11 @@ install-test: $(STAMP_TEST)
 # file under var/ (REDIS_PASSWORD / INTERNAL_PASSWORD in the environment win).
 run: install
 	@exec $(VPY) -m server supervise
+
+## Develop: the app alone (embedded worker) at server.host:server.port, restarted within seconds of a
+## change under server/ (aiohttp-devtools); Redis is the configured one, or the project's, started here.
+dev: install-test
+	@exec $(VPY) -m server dev $(ARGS)
 
 # circusctl on the configured control endpoint (config.yaml, or CIRCUS_ENDPOINT).
 CIRCUSCTL = E=$$($(VPY) -c 'from server.config import load_config; print(load_config().circus.endpoint)') && \
@@ -63,16 +76,17 @@ stop: install
 reload: install
 	@$(CIRCUSCTL) --timeout 60 reload web --waiting
 
-## Lint, format check and type check (pyproject.toml), then the test suite (starts its own throwaway redis-server).
+## Lint, format check and type check, then the test suite (its own throwaway redis-server) with the
+## coverage floor of pyproject.toml.
 test: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VPY) -m pytest
+	$(VPY) -m pytest --cov --cov-report=term
 
 ## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
 ## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).
-bench: $(STAMP_BENCH)
+bench: $(STAMP_BENCH) $(STAMP_PEERS)
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; \
@@ -94,7 +108,7 @@ seed: install
 	$(VPY) seed.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis bench/results/tmp
+	rm -rf $(VENV) $(PEERS_VENV) var .pytest_cache .hypothesis bench/results/tmp
 
 ## API tokens, e.g. make token ARGS="create --name ci --scope users:write --expires 30d",
 ## make token ARGS=list, make token ARGS="revoke 3". A revocation reaches the servers of a running

@@ -8,30 +8,41 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from server.config import Config
 from server.controllers import baz, docs, pages
 from server.controllers.internal import mount_internal
 from server.controllers.versions import version_tables
-from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY, REPORTER_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.middlewares.bearer import bearer_auth
-from server.middlewares.cache import cache
+from server.keys import (
+    CONFIG_KEY,
+    DB_KEY,
+    HTTP_KEY,
+    REDIS_KEY,
+    REPORTER_KEY,
+    SLOW_JOB_ENQUEUER_KEY,
+    STORAGE_FAULTS_KEY,
+)
+from server.middlewares.bearer import bearer_layer
+from server.middlewares.cache import cache_layer
 from server.middlewares.cors import cors
-from server.middlewares.errors import errors
-from server.middlewares.rate_limit import add_rate_limit_headers, rate_limiting
-from server.middlewares.request_id import request_id
-from server.middlewares.validation import validation
+from server.middlewares.errors import every_request
+from server.middlewares.metrics import http_metrics
+from server.middlewares.rate_limit import rate_limit_layer
+from server.middlewares.security import host_check
+from server.middlewares.validation import validation_layer
+from server.models.faults import StorageFaults
 from server.resources import (
     WorkerResources,
     access_ctx,
     cache_ctx,
     database_ctx,
     http_ctx,
+    metrics_ctx,
     queues_ctx,
     redis_ctx,
     reporter_ctx,
 )
+from server.routing.chain import Layer
 from server.routing.versions import mount_api_versions
 from server.workers.reporting import job_failure_reporter
 from server.workers.runner import WorkerGroup
@@ -59,17 +70,33 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         await group.stop()
 
 
+def api_layers(config: Config) -> list[Layer]:
+    """The per-route layers of the API versions, outermost first (see routing/chain.py).
+
+    Each wraps only the routes that declare what it serves. Rate limits first (they also count
+    requests that fail authentication), then tokens and scopes, so that a cached answer only ever
+    reaches a client allowed to see it; the cache before validation: a hit skips validating the
+    request it answers (see middlewares/cache.py).
+    """
+    layers: list[Layer] = [bearer_layer(config.auth), cache_layer, validation_layer(config.server.max_violations)]
+    if config.rate_limit.enabled:
+        layers.insert(0, rate_limit_layer(config.rate_limit))
+    return layers
+
+
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
-    root_middlewares: list[Middleware] = [request_id, errors]
+    # The one middleware every request passes (request id, trace context, Host check, problem
+    # details); what only some routes need is composed per route from its stamps (api_layers).
+    middlewares = [every_request(host_check(config))]
     cross_origin = cors(config.cors)  # None unless cors.allow_origins names some
     if cross_origin is not None:
-        root_middlewares.insert(1, cross_origin)  # outside errors: it sees every answer, errors too
-    app = web.Application(
-        middlewares=root_middlewares,
-        client_max_size=config.server.max_body_bytes,
-    )
+        middlewares.append(cross_origin)  # inside: the Host check and request ids apply to preflights too
+    if config.metrics.enabled:
+        middlewares.insert(0, http_metrics)  # outermost: it times everything else
+    app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_bytes)
     app[CONFIG_KEY] = config
+    app[STORAGE_FAULTS_KEY] = StorageFaults()
     # baz's seam to the queue (tests may swap it for an enqueuer of their own).
     app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job
     aiohttp_jinja2.setup(
@@ -77,20 +104,15 @@ def create_app(config: Config) -> web.Application:
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html"]),
     )
-    # The error reporter opens first and closes last: failures while the others close (an
-    # embedded worker's last jobs) are still reported.
-    app.cleanup_ctx.extend([reporter_ctx, database_ctx, redis_ctx, cache_ctx, access_ctx, http_ctx, queues_ctx])
+    # The metrics first (the others report to them). The error reporter opens next and closes
+    # last but one: failures while the others close (an embedded worker's last jobs) are reported.
+    app.cleanup_ctx.extend(
+        [metrics_ctx, reporter_ctx, database_ctx, redis_ctx, cache_ctx, access_ctx, http_ctx, queues_ctx]
+    )
     if config.queue.embedded_worker:
         app.cleanup_ctx.append(embedded_worker_ctx)  # last: stops first, while the resources are open
     app.add_routes(pages.routes)
     docs.setup_docs(app)
     mount_internal(app, config)
-    # Rate limit first (it also counts requests that fail authentication), then tokens and scopes,
-    # so a cached answer only ever reaches a client allowed to see it; cache before validation:
-    # a hit skips validating the request it answers (see middlewares/cache.py).
-    api_middlewares: list[Middleware] = [bearer_auth(config.auth), cache, validation]
-    if config.rate_limit.enabled:
-        api_middlewares.insert(0, rate_limiting(config.rate_limit))
-        app.on_response_prepare.append(add_rate_limit_headers)
-    mount_api_versions(app, version_tables(), middlewares=api_middlewares)
+    mount_api_versions(app, version_tables(), api_layers(config))
     return app

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from server.auth.limiter import RateLimiter
     from server.cache.store import ResponseCache
     from server.models.database import Database
+    from server.models.faults import StorageFaults
     from server.services.honeybadger.sender import HoneybadgerReporter
     from server.services.queues import JobQueues
 
@@ -31,18 +32,20 @@ SlowJobEnqueuer = Callable[[web.Request], Awaitable[str | None]]
 CONFIG_KEY = web.AppKey("config", Config)
 DB_KEY: web.AppKey[Database] = web.AppKey("db")
 REDIS_KEY: web.AppKey[Redis] = web.AppKey("redis")
+# Storage faults (database locked, full, read-only) answered with 503, counted by kind.
+STORAGE_FAULTS_KEY: web.AppKey[StorageFaults] = web.AppKey("storage_faults")
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 # The error reporter (also when reporting is off: it then drops what it is given).
 REPORTER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("error_reporter")
-# The response cache (server/cache/store.py), set up after REDIS_KEY.
+# The response cache (server/cache/store.py), on a Redis client of its own.
 CACHE_KEY: web.AppKey[ResponseCache] = web.AppKey("response_cache")
 SLOW_JOB_ENQUEUER_KEY: web.AppKey[SlowJobEnqueuer] = web.AppKey("slow_job_enqueuer")
 # The web app's queues by priority name; enqueue through server.workers.enqueue.enqueue().
 QUEUES_KEY: web.AppKey[JobQueues] = web.AppKey("queues")
-# Set on each API version's sub-app: the version number its handlers serve.
+# On a sub-app that serves one API version as a whole: its number (routing/versions.py api_version_of).
 API_VERSION_KEY = web.AppKey("api_version", int)
-# On the root app: each API version's sub-app, by number.
-API_APPS_KEY: web.AppKey[dict[int, web.Application]] = web.AppKey("api_apps")
+# On the root app: the API version each versioned route's resource serves (routing/versions.py).
+API_ROUTES_KEY: web.AppKey[dict[web.AbstractResource, int]] = web.AppKey("api_routes")
 # The OpenAPI document, built on the first request that needs it (the routes are final by then).
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 # API access: the token cache (and its revocation listener) and the rate limiter of this
@@ -61,5 +64,3 @@ PATH_KEY: web.RequestKey[dict[str, Any]] = web.RequestKey("path")
 # Who sent the request: the Grant of its valid token, None (anonymous), or the Unauthorized error
 # its Authorization header earned. Worked out once per request by middlewares/bearer.identify.
 IDENTITY_KEY: web.RequestKey[object] = web.RequestKey("identity")
-# The RateLimit / RateLimit-Policy headers the rate-limit middleware computed for this answer.
-RATE_LIMIT_HEADERS_KEY: web.RequestKey[dict[str, str]] = web.RequestKey("rate_limit_headers")

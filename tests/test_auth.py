@@ -21,6 +21,7 @@ from server.models import api_token
 from server.models.api_token import TOKEN_PREFIX, generate_token, hash_token, well_formed
 from server.models.database import Database
 from server.tokens import revoke_token
+from server.workers.enqueue import enqueue
 
 USER = {"name": "someone"}
 
@@ -341,8 +342,9 @@ async def test_a_job_is_shown_only_to_its_owner_or_a_jobs_read_token(baz_app, ma
 
 async def test_job_keys_are_unguessable(baz_app):
     _, client = baz_app
-    keys = [(await (await client.get("/api/v1/baz")).json())["job"]["key"] for _ in range(5)]
-    assert len(set(keys)) == 5
+    baz_key = (await (await client.get("/api/v1/baz")).json())["job"]["key"]
+    keys = [baz_key] + [(await enqueue(client.server.app, "slow_job", seconds=0)).key for _ in range(5)]
+    assert len(set(keys)) == 6
     for key in keys:
         assert re.fullmatch(r"[A-Za-z0-9_-]{32}", key)  # 192 random bits, url-safe: not a uuid1
-    assert len({key[:6] for key in keys}) == 5  # no shared time prefix, as uuid1 keys have
+    assert len({key[:6] for key in keys}) == 6  # no shared time prefix, as uuid1 keys have

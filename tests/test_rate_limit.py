@@ -103,11 +103,13 @@ async def test_every_answer_of_a_limited_route_carries_the_headers(tmp_path, red
         await client.post("/api/v1/users", json={"name": "x"}),  # 401
         await client.get("/api/v1/users?limit=0"),  # 400
         await client.get("/api/v1/fail"),  # 500
-        await client.get("/api/v1/no-such-route"),  # 404 inside the sub-app
     ):
         assert resp.status >= 400
         assert resp.headers["RateLimit-Policy"] == '"default";q=10;w=120', resp.url
         assert remaining(resp) < 10
+    # A path no route serves is not a limited route: a plain 404.
+    unknown = await client.get("/api/v1/no-such-route")
+    assert unknown.status == 404 and "RateLimit" not in unknown.headers
 
 
 async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path, redis_url, aiohttp_client):

@@ -8,6 +8,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from server.errors import ValidationFailed
+from server.json_codec import json_response
 from server.keys import BODY_KEY
 from server.routing.stamps import body_schema, describe, read_only
 
@@ -47,6 +48,10 @@ BAR_FAILURE_SCHEMA: dict[str, Any] = {
     "properties": {
         "success": {"const": False},
         "message": {"type": "string"},
+        "errors_truncated": {
+            "const": True,
+            "description": "Present when `errors` lists only the first `server.max_violations` violations",
+        },
         "errors": {
             "type": "array",
             "items": {
@@ -66,9 +71,14 @@ def summarize_bar(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def post_schema_validation_error(request: web.Request, error: ValidationFailed) -> web.Response:
-    """The old boilerplate's answer to a body that fails the schema, kept for its clients."""
-    body = {"success": False, "message": error.detail, "errors": error.errors}
-    return web.json_response(body, status=422)
+    """The old boilerplate's answer to a body that fails the schema, kept for its clients.
+
+    `error.errors` is already bounded (server.max_violations) and says whether more were cut.
+    """
+    body: dict[str, Any] = {"success": False, "message": error.detail, "errors": error.errors}
+    if error.errors_truncated:
+        body["errors_truncated"] = True
+    return json_response(body, status=422)
 
 
 @routes.post("/bar", name="bar")
@@ -85,4 +95,4 @@ async def post_schema_validation_error(request: web.Request, error: ValidationFa
     },
 )
 async def post_bar(request: web.Request) -> web.Response:
-    return web.json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))
+    return json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))

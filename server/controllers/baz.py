@@ -6,12 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
+from server.json_codec import json_response
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
 from server.middlewares.bearer import job_owner
-from server.routing.stamps import cached, rate_limit
+from server.middlewares.cache import request_key
+from server.routing.meta import meta_for
+from server.routing.openapi import problem_response
+from server.routing.stamps import cached, describe, rate_limit
 from server.routing.versions import api_version
 from server.services.cat_facts import fetch_cat_fact
-from server.workers.enqueue import enqueue
+from server.workers.enqueue import enqueue_once
 
 routes = web.RouteTableDef()
 
@@ -22,8 +26,23 @@ SLOW_JOB_SECONDS = 2.0
 
 async def queue_slow_job(request: web.Request) -> str:
     """The production enqueuer (create_app sets it): `slow_job` on the default queue, carrying
-    the request id and owned by the request's client; raises ServiceUnavailable when Redis is down."""
-    job = await enqueue(request.config_dict, "slow_job", owner=job_owner(request), seconds=SLOW_JOB_SECONDS)
+    the request id and owned by the request's client (`job_owner`: who may read it), at most one
+    per cache key and client per cache TTL (however often the answer is recomputed: a refresh, the
+    cache down or disabled); raises ServiceUnavailable when Redis is down."""
+    route = meta_for(request)
+    policy = route.cache if route is not None else None
+    assert policy is not None  # get_baz is @cached
+    ttl = policy.ttl or request.config_dict[CONFIG_KEY].cache.default_ttl
+    owner = job_owner(request)
+    job = await enqueue_once(
+        request.config_dict,
+        "slow_job",
+        # Per owner too: a token's client gets a job it may read, not another token's.
+        once_key=f"{request_key(request, policy)}\n{owner}",
+        ttl=ttl,
+        owner=owner,
+        seconds=SLOW_JOB_SECONDS,
+    )
     return job.key
 
 
@@ -46,6 +65,14 @@ async def enqueue_slow_job(request: web.Request) -> dict[str, str] | None:
 @routes.get("/baz", name="baz")
 # A miss calls the upstream and starts a job: a tighter allowance than the API's default.
 @rate_limit("10/s", burst=20)
+@describe(
+    summary="A cat fact (cached), and the job its computation started",
+    responses={
+        502: problem_response(502),
+        503: problem_response(503),
+        504: problem_response(504),
+    },
+)
 @cached(namespace=BAZ_NAMESPACE)
 async def get_baz(request: web.Request) -> web.Response:
     fact = await fetch_cat_fact(request.config_dict[HTTP_KEY], request.config_dict[CONFIG_KEY].cat_facts)
@@ -53,4 +80,4 @@ async def get_baz(request: web.Request) -> web.Response:
     job = await enqueue_slow_job(request)
     if job is not None:
         payload["job"] = job
-    return web.json_response(payload)
+    return json_response(payload)

@@ -9,9 +9,11 @@ from aiohttp import web
 from saq.job import Job
 
 from server.errors import NotFound
+from server.json_codec import json_response
 from server.keys import PATH_KEY
 from server.middlewares.bearer import may_read_job
-from server.routing.stamps import path_schema
+from server.routing.openapi import problem_response
+from server.routing.stamps import describe, path_schema
 from server.workers.enqueue import find_job
 
 routes = web.RouteTableDef()
@@ -62,7 +64,8 @@ def describe_job(job: Job) -> dict[str, Any]:
     }
 
 
-@routes.get("/jobs/{key}", name="job-detail")
+@routes.get("/jobs/{key:[^{}/]{1,128}}", name="job-detail")
+@describe(responses={503: problem_response(503)})
 @path_schema(JOB_PATH_SCHEMA)
 async def get_job(request: web.Request) -> web.Response:
     key = request[PATH_KEY]["key"]
@@ -70,4 +73,4 @@ async def get_job(request: web.Request) -> web.Response:
     # Another client's job answers exactly like an unknown key, so keys cannot be probed.
     if job is None or not may_read_job(request, (job.meta or {}).get("owner")):
         raise NotFound(f"no job with key {key!r} (unknown, or finished long enough ago to be forgotten)")
-    return web.json_response(describe_job(job))
+    return json_response(describe_job(job))

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Generic, TypeVar, cast
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
 
 from server.auth.grants import Grant, InvalidToken, MalformedToken, TokenGrants
 from server.auth.policy import needs_token
@@ -22,7 +21,7 @@ from server.config import AuthConfig
 from server.errors import Forbidden, Unauthorized
 from server.keys import GRANTS_KEY, IDENTITY_KEY
 from server.models.api_token import has_token_shape
-from server.routing.meta import meta_for
+from server.routing.chain import Handler, Layer, Route
 
 REALM = "api"
 # Owner recorded on a job enqueued without a token: whoever holds its key may read it.
@@ -58,7 +57,6 @@ def bearer_token(header: str) -> str | None:
 T = TypeVar("T")
 
 _UNSET = object()
-_NO_SCOPES: frozenset[str] = frozenset()
 
 
 class AppResource(Generic[T]):
@@ -134,33 +132,53 @@ async def _resolve(grants: TokenGrants, header: str) -> Grant | Unauthorized:
         return _invalid()
 
 
-def bearer_auth(config: AuthConfig) -> Middleware:
-    """The middleware of the API sub-apps enforcing tokens and scopes for `config`'s policy."""
+def bearer_layer(config: AuthConfig) -> Layer:
+    """The layer of the API routes enforcing tokens and scopes under `config`'s policy.
+
+    Every API route gets it: a header that is not a valid token is refused even where none is
+    needed. A public route's request without an Authorization header costs one dict lookup.
+    """
     public_reads = config.public_reads
     grants = AppResource(GRANTS_KEY)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.match_info.http_exception is not None:
-            return await handler(request)  # no such route or method: its 404/405 tells nothing secret
-        grant = await identify(request, grants)
-        route = meta_for(request)
-        scopes = route.scopes if route is not None else _NO_SCOPES
+    def refuse(grant: Grant | None, scopes: frozenset[str]) -> None:
         if grant is None:
-            read_only = route is not None and route.read_only
-            if needs_token(scopes, read_only, request.method, public_reads=public_reads):
-                raise Unauthorized(
-                    "This route needs a bearer token (Authorization: Bearer <token>).", headers=challenge()
-                )
-        elif not scopes <= grant.scopes:
+            raise Unauthorized("This route needs a bearer token (Authorization: Bearer <token>).", headers=challenge())
+        if not scopes <= grant.scopes:
             missing = " ".join(sorted(scopes - grant.scopes))
             raise Forbidden(
                 f"The token lacks the scope this route needs: {missing}.",
                 headers=challenge("insufficient_scope", scope=" ".join(sorted(scopes))),
             )
-        return await handler(request)
 
-    return middleware
+    def bearer(route: Route, handler: Handler) -> Handler:
+        scopes, read_only = route.meta.scopes, route.meta.read_only
+        if route.method == "*":  # a catch-all handler: the method decides, request by request
+
+            async def checked_per_method(request: web.Request) -> web.StreamResponse:
+                grant = await identify(request, grants)
+                if needs_token(scopes, read_only, request.method, public_reads=public_reads):
+                    refuse(grant, scopes)
+                return await handler(request)
+
+            return checked_per_method
+
+        if needs_token(scopes, read_only, route.method, public_reads=public_reads):
+
+            async def token_needed(request: web.Request) -> web.StreamResponse:
+                refuse(await identify(request, grants), scopes)
+                return await handler(request)
+
+            return token_needed
+
+        async def token_checked(request: web.Request) -> web.StreamResponse:
+            if hdrs.AUTHORIZATION in request.headers:
+                await identify(request, grants)  # raises Unauthorized for a bad one
+            return await handler(request)
+
+        return token_checked
+
+    return bearer
 
 
 def client_grant(request: web.Request) -> Grant | None:

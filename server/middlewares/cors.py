@@ -1,25 +1,29 @@
 """CORS for browsers on other origins: a small middleware on the root app, configured by `cors.*`.
 
-On the root app because aiohttp-cors reads its configuration from `request.app`, which inside
-an API sub-app is the sub-app, and breaks there. With `cors.allow_origins` empty (the default)
-the middleware is not installed at all. A preflight (OPTIONS with Access-Control-Request-Method)
-is answered here and never reaches a handler: 204 with the allowed methods and headers for an
-allowed origin, 403 problem details otherwise. Other requests from an allowed origin get
-Access-Control-Allow-Origin on their answer, errors included; from any other origin they are
-served without it, so the browser keeps the answer from the page. The internal pages never take
-part: a page of another origin must not read them with the operator's credentials
-(docs/decisions.md, "CORS on the root app").
+Our own because aiohttp-cors reads its configuration from `request.app`, which inside a sub-app
+(`/internal`, a test's) is the sub-app, and breaks there. It sits just inside the one middleware
+(errors.py), so the Host check, request ids and security headers apply to preflights too. With
+`cors.allow_origins` empty (the default) it is not installed at all.
+
+A preflight (OPTIONS with Access-Control-Request-Method) is answered here and never reaches a
+handler: 204 with the allowed methods and headers for an allowed origin, 403 problem details
+otherwise. Other requests from an allowed origin get Access-Control-Allow-Origin on their
+answer, errors included; from any other origin they are served without it, so the browser keeps
+the answer from the page. The internal pages never take part: a page of another origin must not
+read them with the operator's credentials (docs/decisions.md, "CORS on the root app").
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from functools import partial
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from server.config import CorsConfig
 from server.middlewares.auth import INTERNAL_PREFIX, under_prefix
+from server.middlewares.errors import with_headers
 from server.middlewares.problems import problem
 
 # Request headers a browser sends without asking (Fetch's CORS-safelisted request headers).
@@ -97,13 +101,6 @@ def cors(config: CorsConfig) -> Middleware | None:
             return await handler(request)
         if request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
             return preflight(request, origin)
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:  # redirects travel as exceptions past the error middleware
-            decorate(exc.headers, origin)
-            raise
-        if not response.prepared:
-            decorate(response.headers, origin)
-        return response
+        return await with_headers(request, handler, partial(decorate, origin=origin))  # errors too
 
     return middleware

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import PROBLEM_CONTENT_TYPE
+from server.json_codec import json_response
 from server.keys import REQUEST_ID_KEY
 
 
@@ -28,6 +28,7 @@ def problem(
     detail: str | None = None,
     type: str = "about:blank",
     errors: Sequence[Mapping[str, Any]] | None = None,
+    errors_truncated: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """Build an `application/problem+json` answer carrying the request id."""
@@ -40,5 +41,6 @@ def problem(
     }
     if errors is not None:
         body["errors"] = list(errors)
-    response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
-    return response
+        if errors_truncated:  # `errors` lists only the first violations (server.max_violations)
+            body["errors_truncated"] = True
+    return json_response(body, status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
+from functools import partial
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from server.auth.policy import default_rate
 from server.config import RateLimitConfig
 from server.errors import TooManyRequests, Unauthorized
-from server.keys import GRANTS_KEY, RATE_LIMIT_HEADERS_KEY, RATE_LIMITER_KEY
+from server.keys import GRANTS_KEY, RATE_LIMITER_KEY
 from server.middlewares.bearer import AppResource, identify
-from server.routing.meta import meta_for
+from server.middlewares.errors import with_headers
+from server.routing.chain import Handler, Layer, Route
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -67,50 +68,50 @@ def client_address(remote: str | None, forwarded_for: Sequence[str], proxies: Se
     return str(client)
 
 
-def rate_limiting(config: RateLimitConfig) -> Middleware:
-    """The rate-limit middleware of the API sub-apps for `config` (the limiter is the app's)."""
+def _put(headers: Mapping[str, str], target: MutableMapping[str, str]) -> None:
+    target.update(headers)
+
+
+def rate_limit_layer(config: RateLimitConfig) -> Layer:
+    """The layer limiting each API route to its `@rate_limit`, else `rate_limit.default` (None
+    for a route with neither)."""
     default = default_rate(config)
     proxies: list[Network] = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
     grants = AppResource(GRANTS_KEY)
     limiter = AppResource(RATE_LIMITER_KEY)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = meta_for(request)
-        rate = (route.rate_limit if route is not None else None) or default
+    def limited(route: Route, handler: Handler) -> Handler | None:
+        rate = route.meta.rate_limit or default
         if rate is None:
-            return await handler(request)
-        try:
-            grant = await identify(request, grants)
-        except Unauthorized:
-            grant = None  # counted by address; the auth middleware answers 401
-        if grant is not None:
-            client = f"token:{grant.token_id}"
-        else:
-            client = "ip:" + client_address(request.remote, request.headers.getall(FORWARDED_FOR, ()), proxies)
-        decision = await limiter(request).hit(client, rate)
-        if decision is None:  # Redis cannot tell: fail open
-            return await handler(request)
-        headers = {
-            "RateLimit-Policy": rate.policy_header(),
-            "RateLimit": f'"{rate.name}";r={decision.remaining};t={math.ceil(decision.reset_after)}',
-        }
-        request[RATE_LIMIT_HEADERS_KEY] = headers
-        if not decision.allowed:
-            retry_after = max(1, math.ceil(decision.retry_after))
-            raise TooManyRequests(
-                f"Too many requests: this route allows {rate.count} every {rate.period} s "
-                f"({rate.burst} at once) per client; retry in {retry_after} s.",
-                retry_after=retry_after,
-                headers=headers,
-            )
-        return await handler(request)
+            return None
+        policy = rate.policy_header()
 
-    return middleware
+        async def rate_limited(request: web.Request) -> web.StreamResponse:
+            try:
+                grant = await identify(request, grants)
+            except Unauthorized:
+                grant = None  # counted by address; the bearer layer answers 401
+            if grant is not None:
+                client = f"token:{grant.token_id}"
+            else:
+                client = "ip:" + client_address(request.remote, request.headers.getall(FORWARDED_FOR, ()), proxies)
+            decision = await limiter(request).hit(client, rate)
+            if decision is None:  # Redis cannot tell: fail open
+                return await handler(request)
+            headers = {
+                "RateLimit-Policy": policy,
+                "RateLimit": f'"{rate.name}";r={decision.remaining};t={math.ceil(decision.reset_after)}',
+            }
+            if not decision.allowed:
+                retry_after = max(1, math.ceil(decision.retry_after))
+                raise TooManyRequests(
+                    f"Too many requests: this route allows {rate.count} every {rate.period} s "
+                    f"({rate.burst} at once) per client; retry in {retry_after} s.",
+                    retry_after=retry_after,
+                    headers=headers,
+                )
+            return await with_headers(request, handler, partial(_put, headers))
 
+        return rate_limited
 
-async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the rate-limit headers on every answer of a limited request, errors too."""
-    headers = request.get(RATE_LIMIT_HEADERS_KEY)
-    if headers:
-        response.headers.update(headers)
+    return limited

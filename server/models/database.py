@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from server.models.faults import StorageBusy
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,24 @@ class Database(_Reads):
     other tasks wait for the unit to finish: don't start other tasks' writes from inside one.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000, read_connections: int = 2) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        read_connections: int = 2,
+        on_write_wait: Callable[[float], None] | None = None,
+        max_waiting_writers: int = 256,
+    ) -> None:
         self.path = str(path)
+        # Called with the seconds each write unit waited for the writer (this process's lock,
+        # then SQLite's lock held by other processes): the metrics' database wait.
+        self.on_write_wait = on_write_wait
         self._busy_timeout_ms = busy_timeout_ms
+        # Writers queued behind the write lock (another write holds it, perhaps itself waiting on
+        # SQLite's lock for busy_timeout): past this many, a write fails at once (StorageBusy).
+        self._max_waiting_writers = max_waiting_writers
+        self._waiting_writers = 0
         self._read_count = read_connections
         self._writer: aiosqlite.Connection | None = None
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
@@ -160,7 +178,9 @@ class Database(_Reads):
             async with self._savepoint() as tx:
                 yield tx
             return
-        async with self._write_lock:
+        on_wait = self.on_write_wait
+        waiting_since = time.perf_counter() if on_wait is not None else 0.0
+        async with self._write_slot():
             conn = self.writer
             self._owner = asyncio.current_task()
             try:
@@ -170,6 +190,8 @@ class Database(_Reads):
                     # The BEGIN was queued on the connection's thread and may still run there.
                     await self._rollback(conn)
                     raise
+                if on_wait is not None:
+                    on_wait(time.perf_counter() - waiting_since)
                 try:
                     yield Transaction(conn)
                 except BaseException:
@@ -185,6 +207,25 @@ class Database(_Reads):
                 self._owner = None
 
     @asynccontextmanager
+    async def _write_slot(self) -> AsyncIterator[None]:
+        """The write lock, waited for at most busy_timeout and only by a bounded number of
+        writers; raises StorageBusy instead of queueing without bound while SQLite is locked."""
+        if self._write_lock.locked() and self._waiting_writers >= self._max_waiting_writers:
+            raise StorageBusy(f"{self._waiting_writers} writers already wait for the database")
+        self._waiting_writers += 1
+        try:
+            async with asyncio.timeout(self._busy_timeout_ms / 1000):
+                await self._write_lock.acquire()
+        except TimeoutError:
+            raise StorageBusy(f"waited {self._busy_timeout_ms} ms for the write lock") from None
+        finally:
+            self._waiting_writers -= 1
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    @asynccontextmanager
     async def _savepoint(self) -> AsyncIterator[Transaction]:
         conn = self.writer
         self._depth += 1
@@ -194,8 +235,14 @@ class Database(_Reads):
             try:
                 yield Transaction(conn)
             except BaseException:
-                await conn.execute(f"ROLLBACK TO {name}")
-                await conn.execute(f"RELEASE {name}")
+                try:
+                    await conn.execute(f"ROLLBACK TO {name}")
+                    await conn.execute(f"RELEASE {name}")
+                except sqlite3.OperationalError as exc:
+                    # SQLite rolls the whole transaction back by itself on some errors (disk
+                    # full, I/O): the savepoint is gone, and the first error is the one to raise.
+                    if "no such savepoint" not in str(exc):
+                        raise
                 raise
             await conn.execute(f"RELEASE {name}")
         finally:

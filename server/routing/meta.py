@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 InvalidHook = Callable[[web.Request, ValidationFailed], Any]
 
 STAMP = "__route_meta__"
+# Set on a composed handler chain (routing/chain.py): the handler as it was registered.
+REGISTERED = "__route_handler__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +46,15 @@ class RouteMeta:
     on_invalid: InvalidHook | None = None
     cache: CachePolicy | None = None
     doc: RouteDoc | None = None
+    # An internal page a scraper may also open with its bearer token (`metrics.token`).
+    scraper_token: bool = False
     # A token holding every one of these is needed (`@requires`).
     scopes: frozenset[str] = frozenset()
     # Changes nothing whatever its method (`@read_only`): public like a GET with auth.public_reads.
     read_only: bool = False
     # This route's own limit instead of rate_limit.default (`@rate_limit`).
     rate_limit: Rate | None = None
+    # A field a layer reads goes here, with the stamp that sets it (see routing/chain.py).
 
     def schemas(self) -> dict[str, CompiledSchema]:
         """The declared schemas by kind ("path", "query", "body"), in the order they are checked."""
@@ -83,8 +88,14 @@ def doc_of(handler: Any) -> RouteDoc:
     return route.doc if route is not None and route.doc is not None else RouteDoc()
 
 
+def registered(handler: Any) -> Any:
+    """The handler as registered (a function or web.View class), also when it runs composed."""
+    return getattr(handler, REGISTERED, handler)
+
+
 def method_handler(handler: Any, method: str) -> Any:
     """`handler` itself, or for a class-based view its method for `method` (None if it has none)."""
+    handler = registered(handler)
     if isinstance(handler, type) and issubclass(handler, web.View):
         return getattr(handler, method.lower(), None)
     return handler

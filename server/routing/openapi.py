@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from server.errors import PROBLEM_CONTENT_TYPE
-from server.routing.meta import RouteDoc, doc_of, method_handler, schemas_of
+from server.routing.meta import RouteDoc, doc_of, meta_of, method_handler, schemas_of
 
 OPENAPI_VERSION = "3.1.0"
 # Operator pages (dashboards) stay out of the public document.
@@ -80,6 +80,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
         "request_id": {"type": ["string", "null"]},
+        "errors_truncated": {
+            "const": True,
+            "description": "Present when `errors` lists only the first `server.max_violations` violations",
+        },
         "errors": {
             "type": "array",
             "items": {
@@ -306,6 +310,11 @@ def _operation(
         errors.add(400)
     if _PATH_PARAM.search(route.path):
         errors.add(404)
+    route_meta = meta_of(handler)
+    if route_meta is not None and route_meta.cache is not None:
+        # A cached route refuses undeclared query parameters, and reads the namespace's
+        # generation from the database before Redis (a storage fault is a 503).
+        errors |= {400, 503}
     if access is not None:
         # Any call may send a token, and a bad one is refused even where none is needed.
         errors.add(401)
