@@ -11,7 +11,7 @@ of ratios taken within a round:
 - limits on / limits off, anonymous (what the rate limiter's Redis round trip costs).
 
 On a machine shared with other work the wrk figures swing widely; `--micro` measures the part
-that differs in one process without HTTP or Redis: the CPU the bearer middleware spends on an
+that differs in one process without HTTP or Redis: the CPU the bearer layer spends on an
 anonymous request and on one with a cached token (best of 7 runs), to set against the CPU a
 whole foo request costs.
 
@@ -148,8 +148,10 @@ async def micro(requests: int = 100_000, runs: int = 7) -> None:
     from server.auth.grants import TokenGrants
     from server.config import AuthConfig
     from server.keys import GRANTS_KEY, IDENTITY_KEY
-    from server.middlewares.bearer import bearer_auth
+    from server.middlewares.bearer import bearer_layer
     from server.models.api_token import generate_token
+    from server.routing.chain import Route
+    from server.routing.meta import RouteMeta
 
     token = generate_token()
     row = (1, "bench", "", "2026-01-01T00:00:00.000Z", None, None, None)
@@ -160,7 +162,7 @@ async def micro(requests: int = 100_000, runs: int = 7) -> None:
         return web.Response()
 
     app.router.add_get(PATH, get_foo)
-    middleware = bearer_auth(AuthConfig())
+    chain = bearer_layer(AuthConfig())(Route("GET", PATH, RouteMeta()), get_foo)
     best: dict[str, float] = {}
     for _ in range(runs):
         for who, headers in (("anonymous", {}), ("token", {"Authorization": f"Bearer {token}"})):
@@ -171,11 +173,11 @@ async def micro(requests: int = 100_000, runs: int = 7) -> None:
             started = time.process_time()
             for _ in range(requests):
                 request.pop(IDENTITY_KEY, None)  # as a new request: identified again
-                await middleware(request, get_foo)
+                await chain(request)
             used = (time.process_time() - started) / requests * 1e6
             best[who] = min(best.get(who, used), used)
     for who, used in best.items():
-        print(f"bearer middleware, {who:9}: {used:5.2f} us CPU a request (best of {runs})")
+        print(f"bearer layer, {who:9}: {used:5.2f} us CPU a request (best of {runs})")
     print(f"a cached token costs {best['token'] - best['anonymous']:.2f} us more than no token")
 
 
@@ -216,7 +218,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--micro", action="store_true", help="the bearer middleware alone, in this process")
+    parser.add_argument("--micro", action="store_true", help="the bearer layer alone, in this process")
     parser.add_argument("--limiter", action="store_true", help="client CPU per rate-limit decision")
     args = parser.parse_args()
     if args.micro:

@@ -1,4 +1,4 @@
-"""Bearer tokens on the API sub-apps: who the client is, and whether the route lets it in.
+"""Bearer tokens on the API routes (a layer): who the client is, and whether the route lets it in.
 
 `Authorization: Bearer <token>`. A request without the header is anonymous; one with a header
 that is not a valid token (malformed, unknown, revoked, expired) answers 401 on every API route,
@@ -79,7 +79,7 @@ async def identify(request: web.Request, grants: Callable[[web.Request], TokenGr
     """The grant of the request's token, None without an Authorization header (anonymous).
 
     Raises Unauthorized (401) for a header that is not a valid token. Worked out once per
-    request (the rate limiter and the auth middleware both ask); a token this process has seen
+    request (the rate-limit and bearer layers both ask); a token this process has seen
     costs a hash and a dict lookup, no await. `grants` finds the app's TokenGrants (default:
     through `request.config_dict`).
     """

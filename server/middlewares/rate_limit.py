@@ -1,4 +1,4 @@
-"""Per-client rate limits on the API sub-apps: a route's @rate_limit stamp, else rate_limit.default.
+"""Per-client rate limits on the API routes (a layer): a route's @rate_limit stamp, else rate_limit.default.
 
 The client is its token when the request carries a valid one, else its address: the peer's, or
 for a request from a trusted proxy (`rate_limit.trusted_proxies`) the first address of

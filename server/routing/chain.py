@@ -8,7 +8,7 @@ nothing for it, not even a frame. `chained(routes, layers)` (the API versions us
 a middleware list. An unstamped route is registered bare: it costs its handler plus the one
 middleware every request passes (request id and problem details).
 
-Adding a per-route feature, for example `scopes` (auth) or `rate_limit`:
+Adding a per-route feature (as `scopes` and `rate_limit` were: middlewares/bearer.py, rate_limit.py):
 
 1. a field on `RouteMeta` (routing/meta.py) and a stamp that sets it (routing/stamps.py);
 2. a layer in middlewares/ that returns None where the field is unset (and where the route
