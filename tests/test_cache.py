@@ -22,6 +22,7 @@ from server.keys import API_VERSION_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY
 from server.middlewares.cache import invalidate_namespace
 from server.routing.chain import chained
 from server.routing.stamps import cached, query_schema
+from server.tokens import create_token
 
 CALLS = web.AppKey("calls", Counter)
 ITEMS = web.AppKey("items", list)
@@ -134,7 +135,9 @@ def make_client(fake_cat_facts, tmp_path, aiohttp_client):
         sub[GATE] = {}
         sub.add_routes(chained(routes, api_layers(config)))
         app.add_subapp("/t", sub)
-        client = await aiohttp_client(app)
+        # /t has the API's layers: its POST (a write) needs a token, any token.
+        _, token = await create_token(config, name="cache-tests", scopes=())
+        client = await aiohttp_client(app, headers={"Authorization": f"Bearer {token}"})
         return client, sub
 
     return make

@@ -14,6 +14,7 @@ from support import make_test_config, problem
 from server.app import create_app
 from server.cache.store import Entry
 from server.keys import QUEUES_KEY
+from server.tokens import create_token
 
 
 def cache_config(tmp_path, redis_url, fake_cat_facts, **overrides):
@@ -106,8 +107,11 @@ async def test_baz_enqueues_one_job_per_key_per_ttl(redis_url, fake_cat_facts, t
 
 
 async def two_processes(tmp_path, redis_url, fake_cat_facts, aiohttp_client, **overrides):
+    """A writer (its client sends a users:write token) and a reader, as two web processes."""
     config = cache_config(tmp_path, redis_url, fake_cat_facts, **overrides)
-    return await aiohttp_client(create_app(config)), await aiohttp_client(create_app(config))
+    _, token = await create_token(config, name="writer", scopes=["users:write"])
+    writer = await aiohttp_client(create_app(config), headers={"Authorization": f"Bearer {token}"})
+    return writer, await aiohttp_client(create_app(config))
 
 
 async def test_a_write_in_one_process_is_never_read_stale_from_the_other(

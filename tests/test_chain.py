@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -17,14 +18,25 @@ from server.routing.meta import meta, meta_for, registered
 from server.routing.stamps import describe
 
 
+def _routes_of(handler) -> web.RouteTableDef:
+    table = web.RouteTableDef()
+    table.get("/fail")(handler)
+    return table
+
+
 def api_route(app: web.Application, path: str, method: str = "GET") -> web.AbstractRoute:
     return next(r for r in app.router.routes() if r.method == method and r.resource.canonical == path)
 
 
 async def test_an_unstamped_route_is_registered_bare(config):
     app = create_app(config)
-    # No layer applies to fail (it declares no schema, no cache): aiohttp calls the function itself.
-    assert api_route(app, "/api/v1/fail").handler is get_fail
+    # fail declares nothing: only the token check every API route has (a bad token is a 401
+    # everywhere) wraps it, one frame that returns at once without an Authorization header...
+    fail = api_route(app, "/api/v1/fail").handler
+    assert fail.__name__ == "token_checked" and registered(fail) is get_fail
+    # ...and with no layer that applies to it, aiohttp calls the function itself.
+    [bare] = chained(_routes_of(get_fail), api_layers(config)[1:])
+    assert bare.handler is get_fail
     # bar declares a body schema: its chain is composed, and still carries the stamp and the handler.
     chain = api_route(app, "/api/v1/bar", "POST").handler
     assert chain is not post_bar
@@ -93,8 +105,10 @@ async def test_class_based_views_get_a_chain_per_method(sample_client):
     assert (await resp.json())["hook"] == "instance"
 
 
-def test_the_api_layers_are_cache_then_validation(config):
-    assert [layer.__name__ for layer in api_layers(config)] == ["cache_layer", "validation"]
+def test_the_api_layers_are_rate_limits_tokens_cache_then_validation(config):
+    assert [layer.__name__ for layer in api_layers(config)] == ["bearer", "cache_layer", "validation"]
+    limited = dataclasses.replace(config, rate_limit=dataclasses.replace(config.rate_limit, enabled=True))
+    assert [layer.__name__ for layer in api_layers(limited)] == ["limited", "bearer", "cache_layer", "validation"]
 
 
 def test_generated_request_ids_are_unique_and_within_the_contract():

@@ -36,12 +36,9 @@ async def test_the_page_loads_swagger_ui_from_this_server_only(client):
     assert "<script src" not in await (await client.get("/docs")).text()
 
 
-TOKEN = "token-typed-in-the-page"
-
-
 def declare_bearer_auth(app) -> None:
-    """Until auth lands, its part of the document: a bearer scheme, which GET /api/v1/foo accepts.
-    (Once the document declares one itself, this only points foo at it.)"""
+    """The document's bearer scheme, which GET /api/v1/foo accepts (it declares one itself; this
+    only makes sure foo points at it, as it did before auth landed)."""
     document = openapi_document(app)
     schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
     name = next((n for n, s in schemes.items() if s.get("type") == "http" and s.get("scheme") == "bearer"), None)
@@ -53,7 +50,8 @@ def declare_bearer_auth(app) -> None:
 
 
 @needs_chromium
-async def test_swagger_ui_lists_the_operations_and_tries_get_foo_with_a_token(client):
+async def test_swagger_ui_lists_the_operations_and_tries_get_foo_with_a_token(client, make_token):
+    token = await make_token((), name="typed in the page")  # a real one: a bad token is a 401
     base = client.make_url("/")
     declare_bearer_auth(client.server.app)
     document = await (await client.get("/openapi.json")).json()
@@ -72,7 +70,7 @@ async def test_swagger_ui_lists_the_operations_and_tries_get_foo_with_a_token(cl
         await page.evaluate("document.querySelector('.scheme-container button.authorize').click()")
         await page.wait_for("!!document.querySelector('.modal-ux input')", what="the token field")
         await page.evaluate("document.querySelector('.modal-ux input').focus()")
-        await page.send("Input.insertText", text=TOKEN)
+        await page.send("Input.insertText", text=token)
         await page.evaluate("document.querySelector('.modal-ux .auth-btn-wrapper button.authorize').click()")
         await page.wait_for(
             "!!document.querySelector('.modal-ux button[aria-label=\"Remove authorization\"]')",
@@ -102,7 +100,7 @@ async def test_swagger_ui_lists_the_operations_and_tries_get_foo_with_a_token(cl
         answer = json.loads(body)
         assert answer["hello"] == "world" and answer["version"] == 1
         curl = await page.evaluate(f"{op}.querySelector('.curl-command').textContent")
-        assert f"Authorization: Bearer {TOKEN}" in curl
+        assert f"Authorization: Bearer {token}" in curl
 
         # Nothing came from, or went to, another host; nothing failed in the page.
         origin = (base.scheme, base.host, base.port)

@@ -126,7 +126,7 @@ async def test_fail_sends_one_notice_with_context_and_filtered_secrets(
 
 
 async def test_json_body_is_reported_with_nested_secrets_filtered(
-    redis_url, honeybadger_collector, aiohttp_client, hb_config
+    redis_url, honeybadger_collector, aiohttp_client, hb_config, make_token
 ):
     app = create_app(hb_config)
     sub = web.Application()
@@ -137,7 +137,8 @@ async def test_json_body_is_reported_with_nested_secrets_filtered(
 
     sub.add_routes(chained([web.post("/boom", boom)], api_layers(hb_config)))
     app.add_subapp("/t", sub)
-    client = await aiohttp_client(app)
+    token = await make_token((), config=hb_config)  # /t has the API's layers: a POST needs a token
+    client = await aiohttp_client(app, headers={"Authorization": f"Bearer {token}"})
     doc = {"user": {"name": "ann", "password": "hunter2"}, "items": [{"api_key": "k", "n": 1}], "n": 2}
     assert (await client.post("/t/boom?page=3", json=doc)).status == 500
     assert (await client.post("/t/boom", json=[{"secret": "s", "ok": True}])).status == 500

@@ -13,6 +13,7 @@ from support import make_test_config, problem
 
 from server.app import create_app
 from server.keys import DB_KEY, STORAGE_FAULTS_KEY
+from server.tokens import create_token
 
 
 def with_database(config, **changes):
@@ -30,8 +31,9 @@ def locked_config(tmp_path, redis_url, honeybadger_collector):
 
 
 @pytest.fixture
-async def faulty(redis_url, honeybadger_collector, aiohttp_client, locked_config):
-    return await aiohttp_client(create_app(locked_config))
+async def faulty(redis_url, honeybadger_collector, aiohttp_client, locked_config, make_token):
+    token = await make_token(config=locked_config)  # the users writes need users:write
+    return await aiohttp_client(create_app(locked_config), headers={"Authorization": f"Bearer {token}"})
 
 
 def hold_write_lock(path: str) -> sqlite3.Connection:
@@ -102,7 +104,8 @@ async def test_writers_beyond_the_bound_get_503_at_once(tmp_path, redis_url, aio
     # A long busy_timeout: a writer that queued would wait for the lock to go.
     config = make_test_config(database=tmp_path / "bound.db", redis_url=redis_url)
     config = with_database(config, busy_timeout_ms=60_000, max_waiting_writers=2)
-    client = await aiohttp_client(create_app(config))
+    _, token = await create_token(config, name="writer", scopes=["users:write"])
+    client = await aiohttp_client(create_app(config), headers={"Authorization": f"Bearer {token}"})
     other = hold_write_lock(config.database.path)
     try:
         # One write holds our write lock, blocked in SQLite; two more wait for it.

@@ -38,6 +38,7 @@ from server.config import CacheConfig
 from server.errors import InvalidInput
 from server.keys import CACHE_KEY, DB_KEY
 from server.metrics import process_metrics
+from server.middlewares.bearer import client_grant
 from server.routing.chain import Handler, Route
 from server.routing.meta import RouteMeta
 from server.routing.versions import api_version_of
@@ -116,8 +117,12 @@ def wants_refresh(request: web.Request) -> bool:
 
 
 def client_identity(request: web.Request) -> str:
-    """Who a `no-cache` refresh is counted against: the peer address (behind a proxy, the proxy:
-    every client then shares one budget, which errs on the side of the cache)."""
+    """Who a `no-cache` refresh is counted against: the request's token (the bearer layer runs
+    before this one), else the peer address (behind a proxy, the proxy: every anonymous client
+    then shares one budget, which errs on the side of the cache)."""
+    grant = client_grant(request)
+    if grant is not None:
+        return f"token:{grant.token_id}"
     return request.remote or "unknown"
 
 
