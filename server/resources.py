@@ -149,6 +149,7 @@ async def access_ctx(app: web.Application) -> AsyncIterator[None]:
     listener = RevocationListener(app[REDIS_KEY], grants.forget)
     app[REVOCATIONS_KEY] = listener
     listener.start()
+    grants.start()
     try:
         yield
     finally:

@@ -233,22 +233,35 @@ async def test_a_known_token_costs_no_database_lookup(client, make_token, config
     assert grants.lookups == 2  # a malformed token never reaches the database
 
 
-async def test_last_used_is_recorded_at_most_once_a_minute(client, make_token, config):
-    token = await make_token()
+async def test_last_used_is_recorded_at_most_once_an_interval(tmp_path, redis_url, aiohttp_client, make_token):
+    config = make_test_config(database=tmp_path / "t.db", redis_url=redis_url, auth={"last_used_interval": 1.0})
+    client = await aiohttp_client(create_app(config))
+    token = await make_token(config=config)
     db = Database(config.database.path)
     await db.open()
-    try:
-        [row] = await api_token.list_tokens(db)
-        assert row.last_used_at is None
-        assert (await client.get("/api/v1/foo", headers=bearer(token))).status == 200
+
+    async def last_used() -> str | None:
+        return (await api_token.list_tokens(db))[0].last_used_at
+
+    async def changed_from(before: str | None) -> str:
         deadline = time.monotonic() + 5
-        while (first := (await api_token.list_tokens(db))[0].last_used_at) is None:
-            assert time.monotonic() < deadline, "last_used_at never written"
-            await asyncio.sleep(0.02)
+        while (now := await last_used()) == before:
+            assert time.monotonic() < deadline, "last_used_at not written"
+            await asyncio.sleep(0.05)
+        assert now is not None
+        return now
+
+    try:
+        assert await last_used() is None
+        assert (await client.get("/api/v1/foo", headers=bearer(token))).status == 200
+        first = await changed_from(None)  # by the background task, within an interval
         for _ in range(5):
             assert (await client.get("/api/v1/foo", headers=bearer(token))).status == 200
-        await asyncio.sleep(0.2)
-        assert (await api_token.list_tokens(db))[0].last_used_at == first
+        await asyncio.sleep(0.6)
+        assert await last_used() == first  # used again within the interval: not rewritten
+        await asyncio.sleep(0.6)
+        assert (await client.get("/api/v1/foo", headers=bearer(token))).status == 200
+        assert await changed_from(first) > first  # the next interval's use is
     finally:
         await db.close()
 

@@ -9,7 +9,8 @@ long a revoked token still works. A process that loses its subscription forgets 
 when it subscribes again, since it may have missed revocations meanwhile.
 
 A token's `last_used_at` is written at most once per `auth.last_used_interval` per process, by
-a task of its own, never by the request that used it. Measured: docs/decisions.md, "API tokens".
+a task of its own (one transaction an interval for every token used), never by the request.
+Measured: docs/decisions.md, "API tokens".
 """
 
 from __future__ import annotations
@@ -144,22 +145,38 @@ class TokenGrants:
             self._last_touch.clear()
         self._last_touch[token_id] = now
         self._pending_touch[token_id] = utc_timestamp()
-        if self._touch_task is None or self._touch_task.done():
-            self._touch_task = asyncio.get_running_loop().create_task(self._write_touches())
+
+    def start(self) -> None:
+        """Start writing the last-used times, one transaction per `auth.last_used_interval`."""
+        self._touch_task = asyncio.get_running_loop().create_task(self._write_touches_every(), name="token-last-used")
+
+    async def _write_touches_every(self) -> None:
+        # Apart from the requests, and at most once an interval: a background write never queues
+        # behind (or ahead of) the requests' writes more than once a minute.
+        period = max(self._touch_interval, 0.5)
+        while True:
+            await asyncio.sleep(period)
+            await self._write_touches()
 
     async def _write_touches(self) -> None:
-        while self._pending_touch:
-            used, self._pending_touch = self._pending_touch, {}
-            older_than = utc_timestamp(datetime.now(UTC) - timedelta(seconds=self._touch_interval))
-            try:
-                await touch_tokens(self._db, used, older_than)
-            except Exception as exc:  # a busy or read-only database: tried again an interval later
-                log.warning("could not record when tokens were last used: %r", exc)
+        if not self._pending_touch:
+            return
+        used, self._pending_touch = self._pending_touch, {}
+        older_than = utc_timestamp(datetime.now(UTC) - timedelta(seconds=self._touch_interval))
+        try:
+            await touch_tokens(self._db, used, older_than)
+        except Exception as exc:  # a busy or read-only database: the next uses are recorded later
+            log.warning("could not record when tokens were last used: %r", exc)
 
     async def close(self) -> None:
-        """Finish writing last-used times (call before the database closes)."""
+        """Stop, writing what is pending if the database takes it within 2 s (call before it closes)."""
         if self._touch_task is not None:
+            self._touch_task.cancel()
             await asyncio.gather(self._touch_task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._write_touches(), 2.0)
+        except TimeoutError:
+            log.warning("last-used times of %d tokens not written at shutdown", len(self._pending_touch))
 
 
 async def publish_revocation(redis: Redis, token_id: int) -> int:
