@@ -209,11 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging.level)
+    from server.models.errors import DatabaseUnavailable
     from server.models.migrate import SchemaError
 
     try:
         return COMMANDS[args.command](config, args)
-    except SchemaError as exc:  # the database does not fit this code (serve's start-up, migrate, seed)
+    except (SchemaError, DatabaseUnavailable) as exc:  # the database does not fit this code, or is down
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -23,6 +23,7 @@ from server.middlewares.cache import cache, cache_ctx
 from server.middlewares.errors import errors
 from server.middlewares.request_id import request_id
 from server.middlewares.validation import validation
+from server.models.backends import make_database as make_configured_database
 from server.models.database import Database
 from server.services.honeybadger import honeybadger_ctx
 from server.models.migrate import prepare_database
@@ -37,8 +38,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 def make_database(config: Config) -> Database:
     """The Database of `config`, not yet open (the web app and the workers both use this)."""
-    cfg = config.database
-    return Database(cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=cfg.read_connections)
+    return make_configured_database(config.database)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -48,7 +48,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         # Raises SchemaError (database too new, or migrations pending with auto_migrate off): no start.
         report = await prepare_database(db, auto_migrate=app[CONFIG_KEY].database.auto_migrate)
         for label in report.applied:
-            log.info("applied migration %s to %s", label, db.path)
+            log.info("applied migration %s to %s", label, db.label)
         app[DB_KEY] = db
         yield
     finally:

@@ -18,12 +18,12 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def make_test_config(*, database: Path, redis_url: str, **overrides: Any) -> Config:
-    """A Config for one test: its own SQLite file, the throwaway Redis, no embedded worker."""
+def make_test_config(*, database: Path, redis_url: str, database_url: str = "", **overrides: Any) -> Config:
+    """A Config for one test: its own SQLite file (or PostgreSQL database), the throwaway Redis, no embedded worker."""
     raw: dict[str, Any] = {
         "server": {"access_log": False},
         "logging": {"level": "DEBUG"},
-        "database": {"path": str(database)},
+        "database": {"path": str(database), "url": database_url},
         "redis": {"url": redis_url},
         "queue": {"embedded_worker": False},
         "cat_facts": {"url": "http://127.0.0.1:9/fact", "timeout": 2.0},

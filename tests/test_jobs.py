@@ -120,8 +120,11 @@ async def test_a_scheduled_job_runs_on_time(jobs_client, workers):
     assert parse_time(body["started"]) >= at
 
 
-async def test_the_cron_task_fires_and_touches_the_database(tmp_path, redis_url, aiohttp_client):
-    config = jobs_test_config(tmp_path, redis_url, queue={"stats_cron": "* * * * * */1"})  # every second
+@pytest.mark.both_backends
+async def test_the_cron_task_fires_and_touches_the_database(tmp_path, redis_url, aiohttp_client, backend, database_url):
+    config = jobs_test_config(
+        tmp_path, redis_url, queue={"stats_cron": "* * * * * */1"}, database_url=database_url
+    )  # every second
     client = await aiohttp_client(app_with_enqueue_route(config))
     async with running_workers(config, names=["low"]):
         body = await wait_for_job(client, "cron:record_database_stats", {"complete"})
@@ -133,6 +136,8 @@ async def test_the_cron_task_fires_and_touches_the_database(tmp_path, redis_url,
     finally:
         await redis.aclose()
     assert stats["size_bytes"] > 0 and time.time() - stats["at"] < 60
+    assert stats["backend"] == backend and stats["users"] == 0
+    assert stats["connections"] >= 1 and stats["connections_in_use"] >= 0
 
 
 async def test_a_running_job_is_aborted_from_the_dashboard(jobs_client, workers):

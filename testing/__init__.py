@@ -1,0 +1,1 @@
+"""Test and bench infrastructure: throwaway servers and fakes of third parties (never imported by server/)."""
