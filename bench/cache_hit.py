@@ -34,16 +34,18 @@ def serve(port: int, redis_url: str, db_path: str) -> None:
     import asyncio
 
     from aiohttp import web
+    from support import make_test_config
 
     from server.__main__ import new_event_loop
     from server.app import create_app
     from server.keys import API_VERSION_KEY, REDIS_KEY
     from server.middlewares.cache import cache
     from server.middlewares.validation import validation
-    from support import make_test_config
 
     config = make_test_config(
-        database=Path(db_path), redis_url=redis_url, logging={"level": "WARNING"},
+        database=Path(db_path),
+        redis_url=redis_url,
+        logging={"level": "WARNING"},
         cat_facts={"url": f"http://127.0.0.1:{port}/_fact", "timeout": 5.0},
         cache={"default_ttl": 3600},
     )
@@ -78,7 +80,9 @@ def cpu_seconds(pid: int) -> float:
 def wrk(url: str, seconds: int, connections: int) -> tuple[float, int]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -100,7 +104,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
 
-    from server.helpers.redis_server import RedisProcess, free_port
+    from testing.redis import RedisProcess, free_port
 
     tmp = tempfile.mkdtemp(prefix="bench-cache-")
     port = free_port()

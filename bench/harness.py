@@ -102,7 +102,7 @@ def pairwise_ratios(ours: Sequence[float], baseline: Sequence[float]) -> list[fl
     """ours[i] / baseline[i] for runs made back to back, which cancels slow drift of the machine."""
     if len(ours) != len(baseline):
         raise ValueError(f"{len(ours)} runs of ours against {len(baseline)} of the baseline")
-    return [o / b for o, b in zip(ours, baseline) if b > 0]
+    return [o / b for o, b in zip(ours, baseline, strict=False) if b > 0]
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -178,9 +178,8 @@ def summarize_collapsed(text: str, top: int = 15) -> dict[str, Any]:
             own_inclusive[name] += count
 
     def share(counter: Counter[str]) -> list[dict[str, Any]]:
-        return [
-            {"frame": name, "samples": n, "share": round(n / total, 4)} for name, n in counter.most_common(top)
-        ]
+        return [{"frame": name, "samples": n, "share": round(n / total, 4)} for name, n in counter.most_common(top)]
+
     return {
         "samples": total,
         "self": share(self_time),
@@ -324,9 +323,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 f"| {_mark(memory.get('target', UNKNOWN))} |",
             ]
             if memory.get("max_after_run_mb") is not None:
-                lines.append(
-                    f"| largest after any single timed run | {fmt_number(memory['max_after_run_mb'], 1)} | |"
-                )
+                lines.append(f"| largest after any single timed run | {fmt_number(memory['max_after_run_mb'], 1)} | |")
         lines.append("")
 
     profile = results.get("profile")
@@ -340,11 +337,17 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 f"`{profile['route']}` under wrk, sampled by {profile.get('tool', '?')} "
                 f"({profile.get('why', '')}): {files}."
             )
-            lines += ["", "Self time in `run_app` is the event loop's own C code (uvloop: sockets, callbacks); "
-                      "frames in a worker thread (aiosqlite) ran beside the loop, not on it."]
+            lines += [
+                "",
+                "Self time in `run_app` is the event loop's own C code (uvloop: sockets, callbacks); "
+                "frames in a worker thread (aiosqlite) ran beside the loop, not on it.",
+            ]
             summary = profile.get("summary") or {}
-            for title, key in (("By package (self time)", "packages"), ("Hottest frames (self time)", "self"),
-                               ("Our code (inclusive)", "own_inclusive")):
+            for title, key in (
+                ("By package (self time)", "packages"),
+                ("Hottest frames (self time)", "self"),
+                ("Our code (inclusive)", "own_inclusive"),
+            ):
                 rows = summary.get(key) or []
                 if not rows:
                     continue

@@ -22,12 +22,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fixtures_honeybadger import FakeHoneybadger  # noqa: E402
-from server.app import create_app  # noqa: E402
-from server.keys import HONEYBADGER_KEY  # noqa: E402
-from support import make_test_config  # noqa: E402
+from server.app import create_app
+from server.keys import REPORTER_KEY
+from server.middlewares.reporting import report_request_error
+from testing.config import make_test_config
+from testing.fakes import FakeHoneybadger
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -63,20 +64,21 @@ def collector_thread(hang: float) -> tuple[FakeHoneybadger, asyncio.AbstractEven
 async def run(requests: int, hang: float, tmp: Path) -> None:
     collector, collector_loop = collector_thread(hang)
     config = make_test_config(
-        database=tmp / f"bench-{hang}.db", redis_url="redis://127.0.0.1:9/0",
+        database=tmp / f"bench-{hang}.db",
+        redis_url="redis://127.0.0.1:9/0",
         honeybadger=collector.honeybadger_config(timeout=5.0, max_backlog=100_000, flush_timeout=1.0),
     )
     app = create_app(config)
     reporter_cost: list[float] = []
 
     async def capture(request: web.Request) -> web.Response:
-        reporter = request.config_dict[HONEYBADGER_KEY]
+        reporter = request.config_dict[REPORTER_KEY]
         try:
             {}["x"]
         except KeyError as exc:
             start = time.perf_counter()
             for _ in range(1000):
-                reporter.report_request(request, exc)
+                report_request_error(reporter, request, exc)
             reporter_cost.append((time.perf_counter() - start) / 1000)
         return web.json_response({})
 
@@ -105,7 +107,7 @@ async def run(requests: int, hang: float, tmp: Path) -> None:
         ticker.cancel()  # the capture loop below blocks the loop on purpose
         async with http.get(f"{base}/capture") as resp:
             await resp.read()
-    stats = app[HONEYBADGER_KEY].stats()
+    stats = app[REPORTER_KEY].stats()
     t = time.perf_counter()
     await runner.cleanup()
     shutdown = time.perf_counter() - t
@@ -125,7 +127,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     # Log as the server does (tracebacks are formatted on the loop), but not to the terminal.
-    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))
+    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))  # noqa: SIM115 (open for the whole run)
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(args.requests, 0, Path(tmp)))
         asyncio.run(run(args.requests, 30, Path(tmp)))

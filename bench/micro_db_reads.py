@@ -44,8 +44,10 @@ async def main(path: Path, seconds: float) -> None:
     for readers in (1, 2, 4):
         db = SQLiteDatabase(path, read_connections=readers)
         await db.open()
-        print(f"server Database.fetchval, {readers} reader(s) borrowed per read: "
-              f"{await rate(lambda: db.fetchval(SQL), seconds):>9,.0f} reads/s")
+        print(
+            f"server Database.fetchval, {readers} reader(s) borrowed per read: "
+            f"{await rate(lambda db=db: db.fetchval(SQL), seconds):>9,.0f} reads/s"
+        )
         await db.close()
     conn = await aiosqlite.connect(path)
 
@@ -55,8 +57,10 @@ async def main(path: Path, seconds: float) -> None:
 
     three_trips = await rate(execute_fetchone, seconds)
     print(f"one shared connection, execute + fetchone (3 trips): {three_trips:>9,.0f} reads/s")
-    print(f"one shared connection, execute_fetchall (1 trip):    "
-          f"{await rate(lambda: conn.execute_fetchall(SQL), seconds):>9,.0f} reads/s")
+    print(
+        f"one shared connection, execute_fetchall (1 trip):    "
+        f"{await rate(lambda: conn.execute_fetchall(SQL), seconds):>9,.0f} reads/s"
+    )
     await conn.close()
 
 

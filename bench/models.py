@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from server.models.sqlite import SQLiteDatabase
 from server.models.migrate import migrate
+from server.models.sqlite import SQLiteDatabase
 from server.models.user import User
 
 

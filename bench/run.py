@@ -19,7 +19,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import uuid
@@ -27,14 +26,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from bench import harness
 from bench.harness import TARGETS, WrkParseError, WrkResult, parse_wrk, spread
 from server.config import load_config
-from server.helpers.redis_server import RedisProcess, free_port
+from testing.fakes import FakeCatFacts, ThreadedServer
+from testing.redis import RedisProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -107,10 +107,18 @@ class Options:
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmarks: ours against bare baselines.")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 repetition of 2 s, fewer jobs (figures are not for the README)")
-    parser.add_argument("--only", action="append", default=[], metavar="NAME[,NAME]",
-                        help=f"run only these sections: {', '.join(SECTIONS)} (repeatable)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 repetition of 2 s, fewer jobs (figures are not for the README)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help=f"run only these sections: {', '.join(SECTIONS)} (repeatable)",
+    )
     parser.add_argument("--reps", type=int, help="repetitions per figure (default 3; --quick 1)")
     parser.add_argument("--duration", type=int, help="seconds per timed wrk run (default 4; --quick 2)")
     parser.add_argument("--warmup", type=int, help="seconds of wrk before each timed run (default 1)")
@@ -120,12 +128,22 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--jobs", type=int, help="no-op jobs per bulk drain (default 3000; --quick 500)")
     parser.add_argument("--idle-jobs", type=int, help="jobs run one at a time for latency (default 200; --quick 50)")
     parser.add_argument("--job-queue", default="default", help="the queue our worker serves (--queue)")
-    parser.add_argument("--job-concurrency", type=int,
-                        help="concurrency of the raw SAQ worker (default: queue.concurrency of the config)")
-    parser.add_argument("--noop-task", action="append", default=[],
-                        help=f"name of our no-op task (default: tries {', '.join(NOOP_CANDIDATES)})")
-    parser.add_argument("--profile-route", choices=[r.name for r in ROUTES],
-                        help="route to profile (default: the one furthest below its baseline)")
+    parser.add_argument(
+        "--job-concurrency",
+        type=int,
+        help="concurrency of the raw SAQ worker (default: queue.concurrency of the config)",
+    )
+    parser.add_argument(
+        "--noop-task",
+        action="append",
+        default=[],
+        help=f"name of our no-op task (default: tries {', '.join(NOOP_CANDIDATES)})",
+    )
+    parser.add_argument(
+        "--profile-route",
+        choices=[r.name for r in ROUTES],
+        help="route to profile (default: the one furthest below its baseline)",
+    )
     parser.add_argument("--profiler", choices=["auto", "py-spy", "pyinstrument", "none"], default="auto")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results", help="folder for the results")
     args = parser.parse_args(argv)
@@ -201,7 +219,7 @@ def http_request(port: int, method: str, path: str, body: str | None = None, tim
 class Proc:
     """One child process, its output in a log file, stopped by its own pid."""
 
-    registry: list[Proc] = []
+    registry: ClassVar[list[Proc]] = []
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
         self.name, self.argv, self.log_path = name, list(argv), log_path
@@ -227,8 +245,9 @@ class Proc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise StartError(f"{self.name} exited with {self.proc.returncode if self.proc else '?'}:\n"
-                                 f"{tail(self.log_path)}")
+                raise StartError(
+                    f"{self.name} exited with {self.proc.returncode if self.proc else '?'}:\n{tail(self.log_path)}"
+                )
             with contextlib.suppress(OSError, http.client.HTTPException):
                 if http_request(port, "GET", path, timeout=1.0).status == 200:
                     return
@@ -261,49 +280,6 @@ class Proc:
             proc.stop(timeout=5.0)
 
 
-# --- the fake Cat Facts upstream ------------------------------------------------------------
-
-
-class FakeCatFacts:
-    """A local Cat Facts endpoint for baz's misses (the bench never calls the real one)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.calls = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-cat-facts", daemon=True)
-        self._runner: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/fact"
-
-    def start(self) -> FakeCatFacts:
-        from aiohttp import web
-
-        async def fact(request: web.Request) -> web.Response:
-            self.calls += 1
-            text = "Cats sleep for around thirteen to sixteen hours a day."
-            return web.json_response({"fact": text, "length": len(text)})
-
-        async def setup() -> None:
-            app = web.Application()
-            app.router.add_get("/fact", fact)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(setup(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-
 # --- the bench ------------------------------------------------------------------------------
 
 
@@ -318,7 +294,7 @@ class Sample:
 class Bench:
     opts: Options
     redis: RedisProcess | None = None
-    upstream: FakeCatFacts | None = None
+    upstream: ThreadedServer | None = None
     config_path: Path = Path()
     jobs_config_path: Path = Path()
     db_path: Path = Path()
@@ -343,7 +319,10 @@ class Bench:
             "redis": {"url": redis_url},
             # Long enough that the primed baz entry stays a hit for the whole run.
             "cache": {"default_ttl": 3600},
-            "cat_facts": {"url": self.upstream.url if self.upstream else "http://127.0.0.1:9/fact", "timeout": 2.0},
+            "cat_facts": {
+                "url": self.upstream.url("/fact") if self.upstream else "http://127.0.0.1:9/fact",
+                "timeout": 2.0,
+            },
             "queue": {"embedded_worker": False},
             "honeybadger": {"api_key": "", "environment": "bench"},
             "internal": {"password": ""},
@@ -362,11 +341,17 @@ class Bench:
 
     def prepare_database(self) -> None:
         if "migrate" in self.commands:
-            done = subprocess.run([PY, "-m", "server", "--config", str(self.config_path), "migrate"],
-                                  capture_output=True, text=True, cwd=ROOT)
+            done = subprocess.run(
+                [PY, "-m", "server", "--config", str(self.config_path), "migrate"],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             if done.returncode != 0:
-                self.warnings.append(f"`python -m server migrate` failed ({done.returncode}): "
-                                     f"{(done.stderr or done.stdout).strip()[-300:]}")
+                self.warnings.append(
+                    f"`python -m server migrate` failed ({done.returncode}): "
+                    f"{(done.stderr or done.stdout).strip()[-300:]}"
+                )
         if not self._has_users_table():
             # Migrations may run at start-up instead: let our server start once on the file.
             port = free_port()
@@ -378,11 +363,15 @@ class Bench:
             finally:
                 proc.stop()
         if not self._has_users_table():
-            self.warnings.append("no users table after migrations: the bench created a minimal one "
-                                 "(id, name, created_at, updated_at) to count and list")
+            self.warnings.append(
+                "no users table after migrations: the bench created a minimal one "
+                "(id, name, created_at, updated_at) to count and list"
+            )
             with contextlib.closing(sqlite3.connect(self.db_path)) as db:
-                db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                           "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)")
+                db.execute(
+                    "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                    "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)"
+                )
                 db.commit()
         seeded = seed_users(self.db_path, self.opts.users)
         log(f"database {self.db_path.name}: {seeded} users")
@@ -401,8 +390,18 @@ class Bench:
         if kind == "ours":
             argv = self.server_argv(config or self.config_path, port)
         else:
-            argv = [PY, str(BENCH_DIR / "baseline_app.py"), "--port", str(port), "--db", str(self.db_path),
-                    "--redis-url", self.redis_url, "--baz-key", BASELINE_BAZ_KEY]
+            argv = [
+                PY,
+                str(BENCH_DIR / "baseline_app.py"),
+                "--port",
+                str(port),
+                "--db",
+                str(self.db_path),
+                "--redis-url",
+                self.redis_url,
+                "--baz-key",
+                BASELINE_BAZ_KEY,
+            ]
         proc = Proc(f"{kind} server", pinned(self.opts.server_core, argv), self.log_file(f"{kind}-{label}"))
         try:
             proc.start().wait_http(port)
@@ -420,8 +419,7 @@ class Bench:
         if route.script:
             argv += ["-s", str(BENCH_DIR / route.script)]
         argv.append(f"http://127.0.0.1:{port}{route.path}")
-        done = subprocess.run(pinned(self.opts.client_core, argv), capture_output=True, text=True,
-                              timeout=seconds + 60)
+        done = subprocess.run(pinned(self.opts.client_core, argv), capture_output=True, text=True, timeout=seconds + 60)
         return parse_wrk(done.stdout), done.stdout
 
     def sample(self, port: int, route: Route) -> Sample:
@@ -447,7 +445,7 @@ class Bench:
         """Which routes our server answers (None) and why the others are skipped."""
         reasons: dict[str, str | None] = {}
         self.samples = {"ours": {}, "baseline": {}}
-        with self.server("ours", "probe") as (proc, port):
+        with self.server("ours", "probe") as (_proc, port):
             for route in self.opts.http_routes:
                 sample = self.sample(port, route)
                 if sample.status in (404, 405):
@@ -459,15 +457,16 @@ class Bench:
                 if route.name == "baz":
                     hit, sample = self.prime_cache(port, route)
                     if not hit:
-                        reasons[route.name] = (f"skipped: no cache hit (X-Cache: {sample.x_cache or 'absent'} "
-                                               "on the second request)")
+                        reasons[route.name] = (
+                            f"skipped: no cache hit (X-Cache: {sample.x_cache or 'absent'} on the second request)"
+                        )
                         continue
                     self._set_baseline_baz(sample.body)
                 reasons[route.name] = None
                 self.samples["ours"][route.name] = sample
         available = [r for r in self.opts.http_routes if reasons.get(r.name) is None]
         if available:
-            with self.server("baseline", "probe") as (proc, port):
+            with self.server("baseline", "probe") as (_proc, port):
                 for route in available:
                     self.samples["baseline"][route.name] = self.sample(port, route)
         return reasons
@@ -495,12 +494,20 @@ class Bench:
                 after = self.sample(port, route)
                 if (after.x_cache or "").upper() != "HIT":
                     notes.append(f"X-Cache after the run: {after.x_cache}")
-            run = {"requests_per_s": result.requests_per_s, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
-                   "requests": result.requests, "non_2xx": result.non_2xx, "socket_errors": result.socket_errors,
-                   "rss_mb_after": proc.rss_mb() if kind == "ours" else None}
+            run = {
+                "requests_per_s": result.requests_per_s,
+                "p50_ms": result.p50_ms,
+                "p99_ms": result.p99_ms,
+                "requests": result.requests,
+                "non_2xx": result.non_2xx,
+                "socket_errors": result.socket_errors,
+                "rss_mb_after": proc.rss_mb() if kind == "ours" else None,
+            }
             if result.error_share > 0.001:
-                notes.append(f"{result.non_2xx} non-2xx answers and {result.socket_errors} socket errors "
-                             f"in {result.requests} requests")
+                notes.append(
+                    f"{result.non_2xx} non-2xx answers and {result.socket_errors} socket errors "
+                    f"in {result.requests} requests"
+                )
             run["notes"] = notes
             return run
 
@@ -510,15 +517,31 @@ class Bench:
         if not routes:
             return out
         if shutil.which("wrk") is None:
-            return [{"name": r.name, "method": r.method, "path": r.path, "status": "skipped",
-                     "reason": "skipped: wrk is not installed (make bench installs it as root; "
-                               "else `sudo apt-get install -y wrk`)"} for r in routes]
+            return [
+                {
+                    "name": r.name,
+                    "method": r.method,
+                    "path": r.path,
+                    "status": "skipped",
+                    "reason": "skipped: wrk is not installed (make bench installs it as root; "
+                    "else `sudo apt-get install -y wrk`)",
+                }
+                for r in routes
+            ]
         try:
             reasons = self.probe_routes()
         except StartError as exc:
             self.warnings.append(f"our server did not start: {exc}")
-            return [{"name": r.name, "method": r.method, "path": r.path, "status": "skipped",
-                     "reason": "skipped: our server did not start (see warnings)"} for r in routes]
+            return [
+                {
+                    "name": r.name,
+                    "method": r.method,
+                    "path": r.path,
+                    "status": "skipped",
+                    "reason": "skipped: our server did not start (see warnings)",
+                }
+                for r in routes
+            ]
         for route in routes:
             entry: dict[str, Any] = {"name": route.name, "method": route.method, "path": route.path}
             out.append(entry)
@@ -532,15 +555,18 @@ class Bench:
                     for kind in ("ours", "baseline"):  # interleaved, so drift hits both alike
                         run = self.timed_run(kind, route, rep)
                         runs[kind].append(run)
-                        log(f"{route.label} {kind:<8} rep {rep + 1}: {run['requests_per_s']:,.0f} req/s, "
-                            f"p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms")
+                        log(
+                            f"{route.label} {kind:<8} rep {rep + 1}: {run['requests_per_s']:,.0f} req/s, "
+                            f"p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms"
+                        )
             except (StartError, WrkParseError, subprocess.TimeoutExpired) as exc:
                 entry.update(status="error", reason=f"error: {str(exc).splitlines()[0]}")
                 self.warnings.append(f"{route.label}: {exc}")
                 continue
             fields = ("requests_per_s", "p50_ms", "p99_ms")
-            ratios = harness.pairwise_ratios([r["requests_per_s"] for r in runs["ours"]],
-                                             [r["requests_per_s"] for r in runs["baseline"]])
+            ratios = harness.pairwise_ratios(
+                [r["requests_per_s"] for r in runs["ours"]], [r["requests_per_s"] for r in runs["baseline"]]
+            )
             ratio = spread(ratios)
             ours_p99 = spread(r["p99_ms"] for r in runs["ours"])
             ours_sample = self.samples["ours"].get(route.name)
@@ -570,8 +596,7 @@ class Bench:
         memory: dict[str, Any] = {"status": "ok"}
         profile: dict[str, Any]
         target_name = self.opts.profile_route or min(measured, key=lambda e: e["ratio"]["median"])["name"]
-        why = ("chosen with --profile-route" if self.opts.profile_route
-               else "the route furthest below its baseline")
+        why = "chosen with --profile-route" if self.opts.profile_route else "the route furthest below its baseline"
         with self.server("ours", "memory") as (proc, port):
             time.sleep(1.0)
             memory["idle_mb"] = proc.rss_mb()
@@ -584,8 +609,9 @@ class Bench:
             profile = self.profile(proc, port, routes[target_name], why)
         after_runs = [r["rss_mb_after"] for e in measured for r in e["ours"]["runs"] if r.get("rss_mb_after")]
         memory["max_after_run_mb"] = max(after_runs) if after_runs else None
-        memory["target"] = harness.verdict(None if memory["after_mb"] is None
-                                           else memory["after_mb"] < TARGETS["rss_mb"])
+        memory["target"] = harness.verdict(
+            None if memory["after_mb"] is None else memory["after_mb"] < TARGETS["rss_mb"]
+        )
         if profile.get("status") != "ok" and self.opts.profiler in ("auto", "pyinstrument"):
             profile = self.profile_pyinstrument(routes[target_name], why, profile.get("reason"))
         return memory, profile
@@ -602,9 +628,25 @@ class Bench:
         # Raw stacks with full file names for the summary, then a flame graph to look at.
         for fmt, suffix, extra in (("raw", "txt", ["--full-filenames"]), ("flamegraph", "svg", [])):
             out = self.opts.results / f"profile-{route.name}.{suffix}"
-            argv = pinned(self.opts.client_core, [py_spy, "record", "--pid", str(proc.pid), "--duration",
-                                                  str(seconds), "--rate", "250", "--nonblocking",
-                                                  "--format", fmt, "--output", str(out), *extra])
+            argv = pinned(
+                self.opts.client_core,
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--duration",
+                    str(seconds),
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "--format",
+                    fmt,
+                    "--output",
+                    str(out),
+                    *extra,
+                ],
+            )
             if route.name == "baz":
                 self.prime_cache(port, route)
             spy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -619,15 +661,35 @@ class Bench:
         summary = harness.summarize_collapsed(raw_text)
         (self.opts.results / f"profile-{route.name}-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         files.append(f"profile-{route.name}-summary.json")
-        return {"status": "ok", "route": route.label, "tool": "py-spy (250 Hz, all threads)", "why": why,
-                "files": files, "summary": summary}
+        return {
+            "status": "ok",
+            "route": route.label,
+            "tool": "py-spy (250 Hz, all threads)",
+            "why": why,
+            "files": files,
+            "summary": summary,
+        }
 
     def profile_pyinstrument(self, route: Route, why: str, reason: str | None) -> dict[str, Any]:
         """Fallback when py-spy cannot attach: our server run under pyinstrument, stopped with SIGINT."""
         port = free_port()
         out = self.opts.results / f"profile-{route.name}.html"
-        argv = [PY, "-m", "pyinstrument", "--renderer", "html", "--outfile", str(out), "-m", "server",
-                "--config", str(self.config_path), "serve", "--port", str(port)]
+        argv = [
+            PY,
+            "-m",
+            "pyinstrument",
+            "--renderer",
+            "html",
+            "--outfile",
+            str(out),
+            "-m",
+            "server",
+            "--config",
+            str(self.config_path),
+            "serve",
+            "--port",
+            str(port),
+        ]
         proc = Proc("ours under pyinstrument", pinned(self.opts.server_core, argv), self.log_file("ours-pyinstrument"))
         try:
             proc.start().wait_http(port)
@@ -640,8 +702,14 @@ class Bench:
             proc.stop(signal.SIGINT, timeout=30)
         if not out.exists():
             return {"status": "error", "reason": f"py-spy: {reason}; pyinstrument wrote nothing"}
-        return {"status": "ok", "route": route.label, "tool": f"pyinstrument (py-spy: {reason})", "why": why,
-                "files": [out.name], "summary": None}
+        return {
+            "status": "ok",
+            "route": route.label,
+            "tool": f"pyinstrument (py-spy: {reason})",
+            "why": why,
+            "files": [out.name],
+            "summary": None,
+        }
 
     # -- jobs --
 
@@ -664,14 +732,24 @@ class Bench:
         sides: dict[str, dict[str, Any]] = {}
         if ours_task is not None:
             sides["ours"] = {
-                "argv": [PY, "-m", "server", "--config", str(self.jobs_config_path), "worker",
-                         "--queue", self.opts.job_queue],
-                "queue": self.opts.job_queue, "task": ours_task,
+                "argv": [
+                    PY,
+                    "-m",
+                    "server",
+                    "--config",
+                    str(self.jobs_config_path),
+                    "worker",
+                    "--queue",
+                    self.opts.job_queue,
+                ],
+                "queue": self.opts.job_queue,
+                "task": ours_task,
             }
         sides["raw"] = {
             "argv": [str(Path(PY).parent / "saq"), "bench.saq_settings.settings", "--quiet"],
             "env": {"BENCH_REDIS_URL": jobs_url, "BENCH_QUEUE": raw_queue, "BENCH_CONCURRENCY": str(concurrency)},
-            "queue": raw_queue, "task": "noop",
+            "queue": raw_queue,
+            "task": "noop",
         }
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
         try:
@@ -679,8 +757,10 @@ class Bench:
                 for name, side in sides.items():  # interleaved
                     run = asyncio.run(self.jobs_rep(name, side, jobs_url, rep))
                     runs[name].append(run)
-                    log(f"jobs {name:<4} rep {rep + 1}: {run['jobs_per_s']:,.0f} jobs/s, enqueue p50 "
-                        f"{run['enqueue_p50_ms']:.2f} ms, enqueue→complete p50 {run['e2c_p50_ms']:.2f} ms")
+                    log(
+                        f"jobs {name:<4} rep {rep + 1}: {run['jobs_per_s']:,.0f} jobs/s, enqueue p50 "
+                        f"{run['enqueue_p50_ms']:.2f} ms, enqueue→complete p50 {run['e2c_p50_ms']:.2f} ms"
+                    )
         except (StartError, TimeoutError, RuntimeError) as exc:
             self.warnings.append(f"jobs: {exc}")
             return {"status": "error", "reason": f"error: {str(exc).splitlines()[0]}", "notes": result["notes"]}
@@ -689,10 +769,12 @@ class Bench:
             result[name] = {**harness.summarize_runs(runs[name], fields), "runs": runs[name]}
         result["concurrency"] = concurrency
         if "ours" in sides:
-            ratio = spread(harness.pairwise_ratios([r["jobs_per_s"] for r in runs["ours"]],
-                                                   [r["jobs_per_s"] for r in runs["raw"]]))
-            result.update(status="ok", ratio=ratio.as_dict(),
-                          target=harness.verdict(ratio.median >= TARGETS["jobs_ratio"]))
+            ratio = spread(
+                harness.pairwise_ratios([r["jobs_per_s"] for r in runs["ours"]], [r["jobs_per_s"] for r in runs["raw"]])
+            )
+            result.update(
+                status="ok", ratio=ratio.as_dict(), target=harness.verdict(ratio.median >= TARGETS["jobs_ratio"])
+            )
         else:
             result["ours"] = {}
             result.update(status="ok", ratio=None, target="skipped")
@@ -714,11 +796,15 @@ class Bench:
                     log(f"our worker runs the no-op task {name!r}")
                     return name, ""
                 if state == "timeout":
-                    return None, (f"our worker did not finish a job on queue {self.opts.job_queue!r} within 20 s "
-                                  f"(log: {proc.log_path.name}): {tail(proc.log_path, 3)}")
-            return None, ("TODO(lead): our worker has no no-op task (tried "
-                          f"{', '.join(self.opts.noop_tasks)}); register one in the worker's functions or "
-                          "give the worker settings a config list of extra functions, then pass --noop-task NAME")
+                    return None, (
+                        f"our worker did not finish a job on queue {self.opts.job_queue!r} within 20 s "
+                        f"(log: {proc.log_path.name}): {tail(proc.log_path, 3)}"
+                    )
+            return None, (
+                "TODO(lead): our worker has no no-op task (tried "
+                f"{', '.join(self.opts.noop_tasks)}); register one in the worker's functions or "
+                "give the worker settings a config list of extra functions, then pass --noop-task NAME"
+            )
         finally:
             proc.stop()
 
@@ -728,8 +814,12 @@ class Bench:
         queue = Queue.from_url(url, name=side["queue"])
         await queue.connect()
         notes: list[str] = []
-        proc = Proc(f"{name} worker", pinned(self.opts.server_core, side["argv"]),
-                    self.log_file(f"{name}-worker-{rep}"), env=side.get("env"))
+        proc = Proc(
+            f"{name} worker",
+            pinned(self.opts.server_core, side["argv"]),
+            self.log_file(f"{name}-worker-{rep}"),
+            env=side.get("env"),
+        )
         proc.start()
         try:
             # 0. The worker is up and warm once it has run a few jobs.
@@ -784,20 +874,24 @@ class Bench:
         self.redis = RedisProcess()
         self.redis.start()
         self.pin_redis()
-        self.upstream = FakeCatFacts().start()
-        log(f"redis {self.redis.url} ({Path(self.redis.binary).name}), fake cat facts {self.upstream.url}")
+        self.upstream = ThreadedServer(FakeCatFacts().app()).start()
+        log(f"redis {self.redis.url} ({Path(self.redis.binary).name}), fake cat facts {self.upstream.url('/fact')}")
         self.write_config(self.config_path, self.redis.url)
         self.detect_commands()
         self.section("database", self.prepare_database)
         if opts.http_routes:
             http = self.section("http", self.run_http) or []
             self.results["http"] = http
-            memory, profile = self.section("memory", lambda: self.run_memory_and_profile(http)) or (
-                {"status": "error", "reason": "error: see warnings"},) * 2
+            memory, profile = (
+                self.section("memory", lambda: self.run_memory_and_profile(http))
+                or ({"status": "error", "reason": "error: see warnings"},) * 2
+            )
             self.results["memory"], self.results["profile"] = memory, profile
         if "jobs" in opts.only:
             self.results["jobs"] = self.section("jobs", self.run_jobs) or {
-                "status": "error", "reason": "error: see warnings"}
+                "status": "error",
+                "reason": "error: see warnings",
+            }
         self.results["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
         self.results["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
         self.results["warnings"] = self.warnings
@@ -812,8 +906,10 @@ class Bench:
             trace = self.opts.tmp / "logs" / f"error-{name}.log"
             trace.parent.mkdir(parents=True, exist_ok=True)
             trace.write_text(traceback.format_exc())
-            self.warnings.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                                 f"(traceback in {trace.relative_to(self.opts.results)})")
+            self.warnings.append(
+                f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                f"(traceback in {trace.relative_to(self.opts.results)})"
+            )
             log(f"{name} failed: {exc!r}")
             return None
 
@@ -827,8 +923,9 @@ class Bench:
     def check_machine(self) -> None:
         cores = os.cpu_count() or 1
         if cores < 2:
-            self.warnings.append("one core only: server and load generator share it, ratios still hold, "
-                                 "absolute figures do not")
+            self.warnings.append(
+                "one core only: server and load generator share it, ratios still hold, absolute figures do not"
+            )
             self.opts.server_core = self.opts.client_core = 0
         if shutil.which("taskset") is None:
             self.warnings.append("taskset not found: processes are not pinned to cores")
@@ -836,7 +933,8 @@ class Bench:
         loaded = {core: share for core, share in busy.items() if share > 0.10}
         if loaded:
             self.warnings.append(
-                "the machine was busy before the run (" + ", ".join(f"core {c} {s:.0%}" for c, s in loaded.items())
+                "the machine was busy before the run ("
+                + ", ".join(f"core {c} {s:.0%}" for c, s in loaded.items())
                 + " busy): figures are smoke checks only, not for the README"
             )
         with contextlib.suppress(OSError):
@@ -864,13 +962,25 @@ class Bench:
         return {
             "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "mode": "quick" if o.quick else "full",
-            "repetitions": o.repetitions, "duration_s": o.duration, "warmup_s": o.warmup,
-            "connections": o.connections, "threads": o.threads, "users": o.users,
-            "jobs": o.jobs, "idle_jobs": o.idle_jobs, "only": list(o.only),
-            "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "aiohttp": version("aiohttp"), "uvloop": version("uvloop"), "saq": version("saq"),
-            "redis_py": version("redis"), "wrk": wrk_version,
-            "server_core": o.server_core, "client_core": o.client_core,
+            "repetitions": o.repetitions,
+            "duration_s": o.duration,
+            "warmup_s": o.warmup,
+            "connections": o.connections,
+            "threads": o.threads,
+            "users": o.users,
+            "jobs": o.jobs,
+            "idle_jobs": o.idle_jobs,
+            "only": list(o.only),
+            "cpu": cpu,
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "aiohttp": version("aiohttp"),
+            "uvloop": version("uvloop"),
+            "saq": version("saq"),
+            "redis_py": version("redis"),
+            "wrk": wrk_version,
+            "server_core": o.server_core,
+            "client_core": o.client_core,
             "load_before": [round(x, 2) for x in os.getloadavg()],
         }
 
@@ -887,7 +997,7 @@ class Bench:
 
 def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def drain_rate(started_completed: Sequence[tuple[int, int]], skip: float = 0.1) -> float:
@@ -973,8 +1083,9 @@ async def wait_worker(queue: Any, task: str, proc: Proc, url: str, timeout: floa
     try:
         while completed < 20:
             if not proc.alive() or time.monotonic() > deadline:
-                raise StartError(f"{proc.name} did not run a {task!r} job within {timeout:.0f} s:\n"
-                                 f"{tail(proc.log_path)}")
+                raise StartError(
+                    f"{proc.name} did not run a {task!r} job within {timeout:.0f} s:\n{tail(proc.log_path)}"
+                )
             _, _, status = await run_and_wait(queue, pubsub, task, timeout=max(0.5, deadline - time.monotonic()))
             completed = completed + 1 if status == "complete" else 0
     finally:
@@ -1058,6 +1169,7 @@ def seed_users(db_path: Path, count: int) -> int:
 
 def core_busy(seconds: float) -> dict[int, float]:
     """Share of each core busy over `seconds` (from /proc/stat), before the bench loads them."""
+
     def snapshot() -> dict[int, tuple[int, int]]:
         out = {}
         with contextlib.suppress(OSError):

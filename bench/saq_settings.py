@@ -22,10 +22,11 @@ async def noop(ctx: dict[str, Any]) -> None:
 
 
 settings = {
-    "queue": Queue.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                            name=os.environ.get("BENCH_QUEUE", "bench")),
+    "queue": Queue.from_url(
+        os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"), name=os.environ.get("BENCH_QUEUE", "bench")
+    ),
     "functions": [noop],
     "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "4")),
-    # As NOTES.md §1 advises and our worker does: a short blocking dequeue.
+    # As our worker does: a short blocking dequeue (docs/decisions.md, "SAQ and redis-py versions").
     "dequeue_timeout": float(os.environ.get("BENCH_DEQUEUE_TIMEOUT", "1")),
 }

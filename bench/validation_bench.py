@@ -16,11 +16,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import jsonschema  # noqa: E402
-from jsonschema import Draft202012Validator  # noqa: E402
+import jsonschema
+from jsonschema import Draft202012Validator
 
-from server.controllers.bar import POST_BAR_SCHEMA, post_bar  # noqa: E402
-from server.middlewares.validation import request_schemas  # noqa: E402
+from server.controllers.bar import POST_BAR_SCHEMA, post_bar
+from server.routing.meta import schemas_of as request_schemas
 
 VALID = {"hello": "there", "world": [{"color": "red", "size": 1.5}, {"color": "blue"}]}
 INVALID = {"hello": 1, "world": [{"size": "big"}, {"color": "blue"}]}

@@ -1,5 +1,1 @@
-"""An asyncio API server foundation on aiohttp. Importing this package opens nothing."""
-
-from server.app import create_app
-
-__all__ = ["create_app"]
+"""An asyncio API server foundation on aiohttp. Importing this package opens nothing and imports nothing else."""

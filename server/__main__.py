@@ -7,14 +7,14 @@ import asyncio
 import gc
 import logging
 import os
-import secrets
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from server.helpers.logging import ACCESS_LOG_FORMAT, setup_logging
+from server.log_context import ACCESS_LOG_FORMAT, setup_logging
 
 log = logging.getLogger("server")
 
@@ -47,7 +47,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     app.on_startup.append(freeze_startup_objects)  # after the cleanup contexts have opened
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
@@ -81,7 +81,7 @@ def cmd_seed(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_routes(config: Config, args: argparse.Namespace) -> int:
     from server.app import create_app
-    from server.controllers.versions import describe_routes
+    from server.routing.versions import describe_routes
 
     app = create_app(config)
     for info in describe_routes(app):
@@ -91,11 +91,11 @@ def cmd_routes(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
-    from server.helpers.redis_server import find_redis_server
+    from server.redis_binary import find_redis_server
 
     path = find_redis_server()
     if path is None:
-        print("no redis-server >= 6.2 found", file=sys.stderr)
+        print("no redis-server >= 7.0 found", file=sys.stderr)
         return 1
     print(path)
     return 0
@@ -108,15 +108,20 @@ def cmd_supervise(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
-    import os
+    from urllib.parse import urlsplit
 
     from server.config import PROJECT_ROOT
-    from server.supervision import redis_shim
+    from server.supervision import redis_shim, var_dir
 
-    data_dir = Path(os.environ["VAR_DIR"]) / "redis"
     return redis_shim(
-        os.environ["REDIS_SERVER"], PROJECT_ROOT / "redis.conf", int(os.environ["REDIS_PORT"]), data_dir
+        os.environ["REDIS_SERVER"],
+        PROJECT_ROOT / "redis.conf",
+        urlsplit(config.redis.url).port or 6379,
+        var_dir(os.environ) / "redis",
+        password=config.redis.effective_password(),
     )
+
+
 def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     from server.workers.runner import run_worker_process
 
@@ -133,24 +138,15 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
         loop.close()
 
 
-def ensure_password_file(path: Path) -> bool:
-    """Create `path` (mode 0600) holding a random password unless it exists; True when created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(24) + "\n")
-    return True
-
-
 def cmd_internal_password(config: Config, args: argparse.Namespace) -> int:
-    """For a development checkout: a password for /internal kept in a git-ignored file (`make run`)."""
-    path = args.file or args.config.resolve().parent / "var" / "internal_password"
+    """For a development checkout: a password for /internal kept in a git-ignored 0600 file."""
+    from server.supervision import ensure_password_file, var_dir
+
+    path = args.file or var_dir(os.environ) / "internal_password"
     created = ensure_password_file(path)
     where = (
-        "INTERNAL_PASSWORD (already set, it wins)" if config.internal.password
+        "INTERNAL_PASSWORD (already set, it wins)"
+        if config.internal.password
         else f"{path}{' (new)' if created else ''}"
     )
     print(
@@ -173,6 +169,8 @@ COMMANDS = {
     "supervise": cmd_supervise,
     "redis-shim": cmd_redis_shim,
 }
+# Commands that open the database and stop with one line when it does not fit this code.
+DATABASE_COMMANDS = frozenset({"serve", "migrate", "seed", "worker", "supervise"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,16 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the database migrations that are missing, and say what was done")
     sub.add_parser("seed", help="example data through the model API (safe to run again and again)")
     worker = sub.add_parser("worker", help="run SAQ workers (every queue, or those named)")
-    worker.add_argument(
-        "--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)"
-    )
+    worker.add_argument("--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)")
     sub.add_parser("routes", help="print the route table of every API version")
     password = sub.add_parser(
         "internal-password",
         help="create a random password for the internal pages unless one exists; print its file",
     )
-    password.add_argument("--file", type=Path, help="default: var/internal_password beside the config")
-    sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 6.2)")
+    password.add_argument("--file", type=Path, help="default: $VAR_DIR/internal_password (var/ of the project)")
+    sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 7.0)")
     sub.add_parser("supervise", help="apply migrations, then run everything under circusd (foreground)")
     sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")
     return parser
@@ -209,11 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging.level)
+    command = COMMANDS[args.command]
+    if args.command not in DATABASE_COMMANDS:
+        return command(config, args)
+    # Imported here, not at the top: the light commands (redis-path) load no database driver.
     from server.models.errors import DatabaseUnavailable
     from server.models.migrate import SchemaError
 
     try:
-        return COMMANDS[args.command](config, args)
+        return command(config, args)
     except (SchemaError, DatabaseUnavailable) as exc:  # the database does not fit this code, or is down
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 1

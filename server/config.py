@@ -1,4 +1,8 @@
-"""Typed configuration: config.yaml plus environment overrides, validated once by a JSON Schema."""
+"""Typed configuration: config.yaml plus environment overrides, validated once by a JSON Schema.
+
+Over 300 lines because the sections, the schema generated from them and the environment
+overrides must change together: one file keeps a new setting a one-place change.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -66,6 +71,14 @@ class RedisConfig:
     # hung Redis cannot hang a request. Applied per use with asyncio.timeout on the app's client.
     socket_timeout: float = 1.0
     connect_timeout: float = 1.0
+    # A password in `url` wins; else `password`; else the contents of `password_file` (read once,
+    # at start-up). Under `make run` the supervised Redis requires one: see README "Security".
+    password: str = ""
+    password_file: str = ""
+
+    def effective_password(self) -> str:
+        """The password clients send: the URL's, else `password` (password_file already read)."""
+        return unquote(urlsplit(self.url).password or "") or self.password
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +130,14 @@ class HoneybadgerConfig:
     environment: str = "development"
     endpoint: str = "https://api.honeybadger.io"
     params_filters: tuple[str, ...] = (
-        "password", "password_confirmation", "secret", "token", "authorization", "api_key",
-        "credit_card", "cookie",
+        "password",
+        "password_confirmation",
+        "secret",
+        "token",
+        "authorization",
+        "api_key",
+        "credit_card",
+        "cookie",
     )
     # Send even from development/test environments (the collector decides what to keep).
     force_report_data: bool = False
@@ -132,11 +151,15 @@ class HoneybadgerConfig:
 class InternalConfig:
     username: str = "admin"
     password: str = ""
+    # Read at start-up when `password` is empty (`make run` generates one under var/).
+    password_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class CircusConfig:
-    endpoint: str = "tcp://127.0.0.1:5555"
+    # A unix socket only the service's user can open (its folder is 0700, the socket 0600); a
+    # relative path is relative to the config file's folder. tcp:// has no authentication at all.
+    endpoint: str = "ipc://var/circus/control.sock"
     timeout: float = 2.0
 
 
@@ -155,7 +178,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (tuples as lists), the shape `build_config` takes."""
-        return _plain(dataclasses.asdict(self))
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
 
 
 # Environment variables that override config.yaml. Names are part of the contract: add, never rename.
@@ -167,6 +191,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "DATABASE_URL": ("database", "url"),
     "DATABASE_AUTO_MIGRATE": ("database", "auto_migrate"),
     "REDIS_URL": ("redis", "url"),
+    "REDIS_PASSWORD": ("redis", "password"),
+    "REDIS_PASSWORD_FILE": ("redis", "password_file"),
     "CAT_FACTS_URL": ("cat_facts", "url"),
     "QUEUE_EMBEDDED_WORKER": ("queue", "embedded_worker"),
     "HONEYBADGER_API_KEY": ("honeybadger", "api_key"),
@@ -175,6 +201,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "HONEYBADGER_FORCE_REPORT_DATA": ("honeybadger", "force_report_data"),
     "INTERNAL_USERNAME": ("internal", "username"),
     "INTERNAL_PASSWORD": ("internal", "password"),
+    "INTERNAL_PASSWORD_FILE": ("internal", "password_file"),
     "CIRCUS_ENDPOINT": ("circus", "endpoint"),
 }
 
@@ -189,8 +216,11 @@ def _json_type(annotation: Any) -> dict[str, Any]:
     if origin in (typing.Union, types.UnionType):
         return {"anyOf": [_json_type(a) for a in typing.get_args(annotation)]}
     return {
-        str: {"type": "string"}, bool: {"type": "boolean"}, int: {"type": "integer"},
-        float: {"type": "number"}, type(None): {"type": "null"},
+        str: {"type": "string"},
+        bool: {"type": "boolean"},
+        int: {"type": "integer"},
+        float: {"type": "number"},
+        type(None): {"type": "null"},
     }[annotation]
 
 
@@ -330,11 +360,46 @@ def build_config(raw: Mapping[str, Any] | None, *, base_dir: Path | None = None)
     if config.database.pool_min_size > config.database.pool_max_size:
         raise ConfigError("database.pool_min_size: must not be larger than database.pool_max_size")
     if base_dir is not None:
-        db_path = Path(config.database.path)
-        if not db_path.is_absolute() and config.database.path != ":memory:":
-            config = dataclasses.replace(
-                config, database=dataclasses.replace(config.database, path=str(base_dir / db_path))
-            )
+        config = _resolve_paths(config, base_dir)
+    return _read_password_files(config)
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    """Relative paths in the config are relative to the config file's folder."""
+
+    def resolved(value: str) -> str:
+        return value if not value or Path(value).is_absolute() else str(base_dir / value)
+
+    db = config.database
+    if db.path != ":memory:":
+        db = dataclasses.replace(db, path=resolved(db.path))
+    circus = config.circus
+    if circus.endpoint.startswith("ipc://"):
+        circus = dataclasses.replace(circus, endpoint="ipc://" + resolved(circus.endpoint[len("ipc://") :]))
+    return dataclasses.replace(
+        config,
+        database=db,
+        circus=circus,
+        redis=dataclasses.replace(config.redis, password_file=resolved(config.redis.password_file)),
+        internal=dataclasses.replace(config.internal, password_file=resolved(config.internal.password_file)),
+    )
+
+
+def _read_secret(path: str, key: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def _read_password_files(config: Config) -> Config:
+    """Fill an empty password from its file, so no secret has to sit in the environment."""
+    if not config.redis.password and config.redis.password_file:
+        password = _read_secret(config.redis.password_file, "redis.password_file")
+        config = dataclasses.replace(config, redis=dataclasses.replace(config.redis, password=password))
+    if not config.internal.password and config.internal.password_file:
+        password = _read_secret(config.internal.password_file, "internal.password_file")
+        config = dataclasses.replace(config, internal=dataclasses.replace(config.internal, password=password))
     return config
 
 

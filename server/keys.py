@@ -1,47 +1,53 @@
-"""Every typed application and request key, in one place."""
+"""Every typed application and request key, in one place.
+
+The value types are imported for the type checker only: at run time this module imports
+aiohttp and the config, so any module may import it without pulling in the rest.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import Redis
 
 from server.config import Config
-from server.helpers.response_cache import ResponseCache
-from server.models.database import Database
-from server.workers.queues import JobQueues
 
-if TYPE_CHECKING:  # the reporter's module imports these keys
-    from server.services.honeybadger import HoneybadgerReporter
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
-# Called with (request, exception) for every unhandled error; the error-reporting layer sets it.
-ErrorReporter = Callable[[web.Request, BaseException], None]
+    from server.cache.store import ResponseCache
+    from server.models.database import Database
+    from server.services.honeybadger.sender import HoneybadgerReporter
+    from server.services.queues import JobQueues
+
 # Enqueues the slow job a /baz miss starts; returns its key (None: nothing enqueued).
 # Raises ServiceUnavailable when the queue cannot take it.
 SlowJobEnqueuer = Callable[[web.Request], Awaitable[str | None]]
 
 CONFIG_KEY = web.AppKey("config", Config)
-DB_KEY = web.AppKey("db", Database)
-REDIS_KEY = web.AppKey("redis", Redis)
+DB_KEY: web.AppKey[Database] = web.AppKey("db")
+REDIS_KEY: web.AppKey[Redis] = web.AppKey("redis")
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
-REPORTER_KEY = web.AppKey("error_reporter", ErrorReporter)
-# The Honeybadger reporter (also when reporting is off), for custom notices.
-HONEYBADGER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("honeybadger")
-# The response cache (server/middlewares/cache.py), set up after REDIS_KEY.
-CACHE_KEY = web.AppKey("response_cache", ResponseCache)
-SLOW_JOB_ENQUEUER_KEY = web.AppKey("slow_job_enqueuer", SlowJobEnqueuer)
+# The error reporter (also when reporting is off: it then drops what it is given).
+REPORTER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("error_reporter")
+# The response cache (server/cache/store.py), set up after REDIS_KEY.
+CACHE_KEY: web.AppKey[ResponseCache] = web.AppKey("response_cache")
+SLOW_JOB_ENQUEUER_KEY: web.AppKey[SlowJobEnqueuer] = web.AppKey("slow_job_enqueuer")
 # The web app's queues by priority name; enqueue through server.workers.enqueue.enqueue().
-QUEUES_KEY = web.AppKey("queues", JobQueues)
+QUEUES_KEY: web.AppKey[JobQueues] = web.AppKey("queues")
 # Set on each API version's sub-app: the version number its handlers serve.
 API_VERSION_KEY = web.AppKey("api_version", int)
+# On the root app: each API version's sub-app, by number.
+API_APPS_KEY: web.AppKey[dict[int, web.Application]] = web.AppKey("api_apps")
+# The OpenAPI document, built on the first request that needs it (the routes are final by then).
+OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+# On SAQ's dashboard sub-app: its app.js, patched to work under a prefix.
+SAQ_APP_JS_KEY = web.AppKey("saq_app_js", bytearray)
 
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 # Filled by the validation middleware from the route's schemas, already checked and coerced.
 BODY_KEY = web.RequestKey("body", object)
-QUERY_KEY = web.RequestKey("query", dict)
-PATH_KEY = web.RequestKey("path", dict)
-# The OpenAPI document, built on the first request that needs it (the routes are final by then).
-OPENAPI_KEY = web.AppKey("openapi", dict)
+QUERY_KEY: web.RequestKey[dict[str, Any]] = web.RequestKey("query")
+PATH_KEY: web.RequestKey[dict[str, Any]] = web.RequestKey("path")

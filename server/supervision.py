@@ -1,5 +1,8 @@
 """Running the whole system under circus: the launcher, the Redis shim, and circus hooks.
 
+Over 300 lines: the three share the environment contract with circus.ini (circus_env, var_dir),
+which names the hooks and the shim by this module; splitting it is left for later.
+
 Nothing here runs on an event loop: these are process-level entry points (`python -m server
 supervise`, `python -m server redis-shim`) and hooks that circusd calls.
 """
@@ -9,18 +12,20 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from server.config import PROJECT_ROOT, Config
+from server.config import PROJECT_ROOT, Config, load_config
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +36,91 @@ REDIS_DRAIN_SECONDS = 40.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _endpoint_port(endpoint: str) -> int:
-    return int(endpoint.rsplit(":", 1)[1])
+# A unix socket's path must fit sockaddr_un.sun_path (108 bytes with its NUL on Linux).
+_MAX_SOCKET_PATH = 107
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def circus_env(config: Config, environ: Mapping[str, str], redis_binary: str) -> dict[str, str]:
+def var_dir(environ: Mapping[str, str]) -> Path:
+    """Where the supervised system keeps its data, logs, sockets and generated secrets."""
+    return Path(environ.get("VAR_DIR") or DEFAULT_VAR_DIR)
+
+
+def pubsub_endpoint(endpoint: str) -> str:
+    """circusd's pubsub endpoint beside its control endpoint: a sibling socket, or the next port."""
+    if endpoint.startswith("ipc://"):
+        return "ipc://" + str(Path(endpoint[len("ipc://") :]).with_name("pubsub.sock"))
+    host, port = endpoint.rsplit(":", 1)
+    return f"{host}:{int(port) + 1}"
+
+
+def check_endpoint(endpoint: str) -> str | None:
+    """A warning about `endpoint` worth printing, or None; raises ValueError when it cannot work."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        longest = str(Path(pubsub_endpoint(endpoint)[len("ipc://") :]))
+        if len(max(path, longest, key=len).encode()) > _MAX_SOCKET_PATH:
+            raise ValueError(
+                f"circus.endpoint: the socket path {path!r} is longer than a unix socket allows "
+                f"({_MAX_SOCKET_PATH} bytes): set CIRCUS_ENDPOINT=ipc://<a shorter path>"
+            )
+        return None
+    host = urlsplit(endpoint).hostname or ""
+    if host not in _LOOPBACK_HOSTS:
+        return (
+            f"warning: circus.endpoint {endpoint} is reachable from other hosts and has no "
+            "authentication: whoever reaches it can run any command as this user"
+        )
+    return (
+        f"warning: circus.endpoint {endpoint} is a TCP port: every local user can control circus "
+        "(the default ipc:// socket under var/ is reachable by this user only)"
+    )
+
+
+def ensure_password_file(path: Path) -> bool:
+    """Create `path` (mode 0600) holding a random password unless it exists; True when created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return True
+
+
+def make_private(folder: Path) -> None:
+    """Create `folder` (0700) and take group and other access away from everything under it.
+
+    New files are private through the umask; this also tightens what an earlier run, under a
+    wider umask, left behind (database, Redis data, logs).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for root, dirs, files in os.walk(folder):
+        for name in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
+            try:
+                mode = os.lstat(name).st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    os.chmod(name, stat.S_IMODE(mode) & ~0o077)
+            except OSError:
+                pass
+
+
+def circus_env(config: Config, environ: Mapping[str, str], redis_binary: str, var: Path) -> dict[str, str]:
     """The environment circusd and every watcher get: the contract's names with resolved values.
 
     circus.ini reads them as $(circus.env.NAME); an unset name would crash circusd, so every one
-    is filled from the validated config (which already applied the user's environment).
+    is filled from the validated config (which already applied the user's environment). Secrets
+    the launcher generates are passed as file paths (REDIS_PASSWORD_FILE, INTERNAL_PASSWORD_FILE),
+    never as values, so `circusctl get <watcher> env` shows none of them.
     """
     redis_url = urlsplit(config.redis.url)
-    circus_port = _endpoint_port(config.circus.endpoint)
     env = dict(environ)
     env.update(
         {
             "PROJECT_ROOT": str(PROJECT_ROOT),
-            # Logs and Redis data (git-ignored); tests point it at a temporary directory.
-            "VAR_DIR": environ.get("VAR_DIR") or str(DEFAULT_VAR_DIR),
+            # Logs, Redis data, sockets and generated secrets (git-ignored; tests use a temp dir).
+            "VAR_DIR": str(var),
             "PYTHON": sys.executable,
             "SERVER_HOST": config.server.host,
             "SERVER_PORT": str(config.server.port),
@@ -61,48 +133,68 @@ def circus_env(config: Config, environ: Mapping[str, str], redis_binary: str) ->
             "HONEYBADGER_ENDPOINT": config.honeybadger.endpoint,
             "INTERNAL_USERNAME": config.internal.username,
             "CIRCUS_ENDPOINT": config.circus.endpoint,
-            "CIRCUS_PUBSUB_PORT": str(circus_port + 1),
+            "CIRCUS_PUBSUB_ENDPOINT": pubsub_endpoint(config.circus.endpoint),
             # Under circus the workers are separate processes.
             "QUEUE_EMBEDDED_WORKER": "false",
             "PYTHONUNBUFFERED": "1",
         }
     )
-    # Secrets pass through only when the user set them; never written to a file.
-    if config.honeybadger.api_key:
-        env["HONEYBADGER_API_KEY"] = config.honeybadger.api_key
-    if config.internal.password:
-        env["INTERNAL_PASSWORD"] = config.internal.password
     return env
 
 
-def supervise(config: Config, config_path: Path, ini: Path = CIRCUS_INI) -> int:
-    """Apply migrations, then replace this process with circusd in the foreground."""
-    from server.helpers.redis_server import find_redis_server
+def supervise(
+    config: Config, config_path: Path, ini: Path = CIRCUS_INI, environ: Mapping[str, str] | None = None
+) -> int:
+    """Generate missing secrets, apply migrations, then replace this process with circusd."""
+    from server.redis_binary import find_redis_server
 
-    redis_binary = find_redis_server()
+    environ = os.environ if environ is None else environ
+    # Everything the system creates from here on (database and WAL, Redis data, logs, sockets)
+    # is readable by this user only; circusd and every watcher inherit the umask.
+    os.umask(0o077)
+    redis_binary = find_redis_server(environ=environ)
     if redis_binary is None:
-        print("no redis-server >= 6.2 found: run `make run` (it installs one) or put one on PATH",
-              file=sys.stderr)
+        print("no redis-server >= 7.0 found: run `make run` (it installs one) or put one on PATH", file=sys.stderr)
         return 1
-    env = circus_env(config, os.environ, redis_binary)
-    var_dir = Path(env["VAR_DIR"])
-    for folder in (var_dir / "log", var_dir / "redis"):
-        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        warning = check_endpoint(config.circus.endpoint)
+    except ValueError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if warning:
+        print(warning, file=sys.stderr)
+    var = var_dir(environ)
+    make_private(var)
+    for folder in (var / "log", var / "redis"):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if config.circus.endpoint.startswith("ipc://"):
+        Path(config.circus.endpoint[len("ipc://") :]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = circus_env(config, environ, redis_binary, var)
     env["SERVER_CONFIG"] = str(config_path)
-    migrate = subprocess.run(
-        [sys.executable, "-m", "server", "--config", str(config_path), "migrate"], env=env
-    )
+    if not config.redis.effective_password():
+        # The supervised Redis always requires a password: generated once, kept in a 0600 file.
+        path = var / "redis_password"
+        ensure_password_file(path)
+        env["REDIS_PASSWORD_FILE"] = str(path)
+    if not config.internal.password:
+        path = var / "internal_password"
+        created = ensure_password_file(path)
+        env["INTERNAL_PASSWORD_FILE"] = str(path)
+        print(
+            f"internal pages (/internal/saq/, /internal/jobs/failed, /internal/status): user "
+            f"{config.internal.username!r}, password in {path}{' (new)' if created else ''}",
+            file=sys.stderr,
+        )
+    migrate = subprocess.run([sys.executable, "-m", "server", "--config", str(config_path), "migrate"], env=env)
     if migrate.returncode != 0:
         return migrate.returncode
     circusd = shutil.which("circusd", path=str(Path(sys.executable).parent)) or shutil.which("circusd")
     if circusd is None:
         print("circusd not found: install the project (`make run`)", file=sys.stderr)
         return 1
-    print(f"starting circusd with {ini} (logs in {var_dir / 'log'}); Ctrl-C stops everything",
-          file=sys.stderr)
+    print(f"starting circusd with {ini} (logs in {var / 'log'}); Ctrl-C stops everything", file=sys.stderr)
     sys.stderr.flush()
     os.execve(circusd, [circusd, str(ini)], env)
-    return 0  # not reached
 
 
 def _die_with_parent() -> None:
@@ -114,35 +206,68 @@ def _die_with_parent() -> None:
         pass
 
 
-def _other_clients(port: int) -> int | None:
+def _other_clients(port: int, password: str) -> int | None:
     import redis
 
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1", port=port, password=password or None, socket_timeout=1, socket_connect_timeout=1
+        )
         try:
-            me = client.client_id()
-            return sum(1 for c in client.client_list() if int(c["id"]) != me)
+            # (redis-py types its commands as "awaitable or value"; this client is the blocking one.)
+            me = cast(int, client.client_id())
+            clients = cast(list[dict[str, Any]], client.client_list())
+            return sum(1 for c in clients if int(c["id"]) != me)
         finally:
             client.close()
     except redis.RedisError:
         return None
 
 
+def _quoted(value: str) -> str:
+    """A string as redis.conf reads it inside double quotes."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_redis_conf(conf: Path, port: int, data_dir: Path, password: str) -> Path:
+    """The file redis-server starts with: the project's redis.conf plus this run's port, data
+    folder and password. 0600, so the password is never on a command line (`ps` shows those to
+    every user) nor readable by another user."""
+    run_conf = data_dir / "redis-run.conf"
+    lines = [f"include {_quoted(str(conf.resolve()))}", f"port {port}", f"dir {_quoted(str(data_dir))}"]
+    if password:
+        lines.append(f"requirepass {_quoted(password)}")
+    fd = os.open(run_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(run_conf, 0o600)
+    return run_conf
+
+
 def redis_shim(
-    binary: str, conf: Path, port: int, data_dir: Path, drain_seconds: float = REDIS_DRAIN_SECONDS
+    binary: str,
+    conf: Path,
+    port: int,
+    data_dir: Path,
+    password: str = "",
+    drain_seconds: float = REDIS_DRAIN_SECONDS,
 ) -> int:
     """Run redis-server as a child; on SIGTERM/SIGINT stop it only once its clients are gone.
 
     circus stops all watchers at once. Redis must go last so that in-flight requests and jobs can
     still reach it while they finish: this shim waits until no other client is connected (the web
     and worker processes have exited) or `drain_seconds` pass, then asks Redis to stop (it
-    flushes its append-only file on SIGTERM).
+    flushes its append-only file on SIGTERM). Redis's own log goes to the shim's stderr, one
+    rotated file per watcher.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    run_conf = write_redis_conf(conf, port, data_dir, password)
     proc = subprocess.Popen(
-        [binary, str(conf), "--port", str(port), "--dir", str(data_dir)],
+        # Started under the name it was found by (never a resolved symlink: see redis_server.py).
+        [binary, str(run_conf)],
         preexec_fn=_die_with_parent,
         cwd=str(PROJECT_ROOT),
+        stdout=sys.stderr,
     )
     stopping = threading.Event()
 
@@ -158,14 +283,15 @@ def redis_shim(
     deadline = started + drain_seconds
     clients = None
     while time.monotonic() < deadline and proc.poll() is None:
-        clients = _other_clients(port)
+        clients = _other_clients(port, password)
         if clients == 0:
             break
         time.sleep(0.2)
     print(
         f"redis-shim: stopping redis after {time.monotonic() - started:.1f} s "
         f"({'its clients are gone' if clients == 0 else f'{clients} clients still connected'})",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     proc.send_signal(signal.SIGTERM)
     try:
@@ -179,8 +305,15 @@ def wait_for_redis(watcher: Any, arbiter: Any, hook_name: str, **kwargs: Any) ->
     """circus `after_start` hook of the redis watcher: the next watchers start once Redis answers."""
     import redis
 
-    port = int(watcher.env.get("REDIS_PORT") or os.environ.get("REDIS_PORT", "6379"))
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    config = load_config(watcher.env["SERVER_CONFIG"], watcher.env)
+    port = urlsplit(config.redis.url).port or 6379
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=config.redis.effective_password() or None,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+    )
     deadline = time.monotonic() + 15
     try:
         while time.monotonic() < deadline:

@@ -1,1 +1,1 @@
-"""Test and bench infrastructure: throwaway servers and fakes of third parties (never imported by server/)."""
+"""Test and bench infrastructure, never imported by server/: throwaway servers and fakes of third parties."""

@@ -58,10 +58,7 @@ def find_bindir() -> Path | None:
 def unavailable_reason() -> str | None:
     """Why no throwaway server can start here, or None when one can."""
     if find_bindir() is None:
-        return (
-            "PostgreSQL is not installed (no initdb/pg_ctl found; apt-get install -y postgresql, "
-            "or set PG_BINDIR)"
-        )
+        return "PostgreSQL is not installed (no initdb/pg_ctl found; apt-get install -y postgresql, or set PG_BINDIR)"
     if os.geteuid() == 0:
         try:
             import pwd
@@ -108,16 +105,37 @@ class PostgresProcess:
             entry = pwd.getpwnam(SUPERUSER)
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
         self.dir.chmod(0o700)  # the socket lives here: nobody else may connect
-        self._run([
-            str(self.bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
-            "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions",
-        ])
+        self._run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ]
+        )
         options = " ".join(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())
         options += f" -c unix_socket_directories='{self.dir}'"
-        self._run([
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-            "-o", options, "start",
-        ])
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            ]
+        )
         self._running = True
         return self
 
@@ -149,8 +167,23 @@ class PostgresProcess:
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL with psql (as a client, over the socket); raises RuntimeError on an error."""
         return self._run(
-            [str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-             "-h", str(self.dir), "-U", SUPERUSER, "-d", database, "-c", sql],
+            [
+                str(self.bindir / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.dir),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
             owner=False,
         )
 

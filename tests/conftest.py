@@ -6,16 +6,20 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from support import make_test_config
 
 from server.app import create_app
 from server.config import Config
-from server.helpers.redis_server import RedisProcess
-from server.middlewares.request_id import install_log_record_factory
-from support import make_test_config
+from server.log_context import install_log_record_factory
+from testing.redis import RedisProcess
 
 # Fixture modules of their own per area, to keep this file small and merges easy.
 pytest_plugins = [
-    "fixtures_validation", "fixtures_honeybadger", "fixtures_data", "fixtures_cat_facts", "fixtures_jobs",
+    "fixtures_validation",
+    "fixtures_honeybadger",
+    "fixtures_data",
+    "fixtures_cat_facts",
+    "fixtures_jobs",
 ]
 
 

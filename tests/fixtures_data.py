@@ -54,7 +54,9 @@ def postgres_server() -> Iterator[PostgresProcess]:
             [sys.executable, "-m", "server", "migrate"],
             cwd=PROJECT_ROOT,
             env={**os.environ, "DATABASE_URL": server.url(MIGRATED_TEMPLATE), "LOG_LEVEL": "WARNING"},
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         yield server

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from support import deep_merge, make_test_config
 
 from server.app import create_app
-from server.config import ENV_OVERRIDES, Config, PROJECT_ROOT
+from server.config import ENV_OVERRIDES, PROJECT_ROOT, Config
+from server.resources import close_resources, open_resources
 from server.workers.enqueue import enqueue
 from server.workers.runner import WorkerGroup
-from server.workers.settings import close_resources, open_resources
 from server.workers.tasks import TASKS
-from support import deep_merge, make_test_config
 
 INTERNAL_USER = "admin"
 INTERNAL_PASSWORD = "test-internal-password"
@@ -106,7 +106,9 @@ async def running_workers(
         await close_resources(resources)
 
 
-async def post_job(client: Any, function: str, priority: str = "default", request_id: str | None = None, **kwargs: Any) -> str:
+async def post_job(
+    client: Any, function: str, priority: str = "default", request_id: str | None = None, **kwargs: Any
+) -> str:
     """Enqueue through the test route (a handler calling enqueue(), as baz does); the job key."""
     headers = {"X-Request-ID": request_id} if request_id else {}
     resp = await client.post(

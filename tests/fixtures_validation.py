@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from validation_app import PREFIX, build_sample_app
 
 from server.app import create_app
-from validation_app import PREFIX, build_sample_app
 
 
 @pytest.fixture

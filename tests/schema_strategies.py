@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from hypothesis import strategies as st
@@ -23,7 +23,7 @@ json_values = st.recursive(
 
 FORMATS: dict[str, st.SearchStrategy[str]] = {
     "date": st.dates().map(lambda d: d.isoformat()),
-    "date-time": st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.isoformat()),
+    "date-time": st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
     "time": st.times().map(lambda t: t.replace(microsecond=0).isoformat() + "Z"),
     "uuid": st.uuids().map(str),
     "email": st.from_regex(r"[a-z0-9]{1,12}@[a-z]{1,10}\.(com|org|net)", fullmatch=True),
@@ -43,8 +43,9 @@ def _resolve(ref: str, root: Any) -> Any:
     return node
 
 
-def _bound(schema: dict[str, Any], low: str, high: str, exclusive_low: str, exclusive_high: str,
-           step: float) -> tuple[float | None, float | None]:
+def _bound(
+    schema: dict[str, Any], low: str, high: str, exclusive_low: str, exclusive_high: str, step: float
+) -> tuple[float | None, float | None]:
     lo = schema.get(low)
     hi = schema.get(high)
     if exclusive_low in schema:
@@ -79,8 +80,12 @@ def _of_type(kind: str, schema: dict[str, Any], root: Any) -> st.SearchStrategy[
     if kind == "array":
         low = schema.get("minItems", 0)
         items = valid_for(schema.get("items", {}), root)
-        return st.lists(items, min_size=low, max_size=schema.get("maxItems", low + 4),
-                        unique_by=(lambda x: repr(x)) if schema.get("uniqueItems") else None)
+        return st.lists(
+            items,
+            min_size=low,
+            max_size=schema.get("maxItems", low + 4),
+            unique_by=(lambda x: repr(x)) if schema.get("uniqueItems") else None,
+        )
     properties = schema.get("properties", {})
     required = [name for name in schema.get("required", [])]
     fixed = {name: valid_for(properties.get(name, {}), root) for name in required}
@@ -88,8 +93,11 @@ def _of_type(kind: str, schema: dict[str, Any], root: Any) -> st.SearchStrategy[
     objects = st.fixed_dictionaries(fixed, optional=optional)
     extra = schema.get("additionalProperties", True)
     if extra is not False and not schema.get("patternProperties"):
-        others = st.dictionaries(st.text(max_size=6).filter(lambda k: k not in properties),
-                                 valid_for(extra if isinstance(extra, dict) else {}, root), max_size=2)
+        others = st.dictionaries(
+            st.text(max_size=6).filter(lambda k: k not in properties),
+            valid_for(extra if isinstance(extra, dict) else {}, root),
+            max_size=2,
+        )
         objects = st.builds(lambda a, b: {**b, **a}, objects, others)
     return objects
 
@@ -108,8 +116,7 @@ def valid_for(schema: Any, root: Any) -> st.SearchStrategy[Any]:
         return st.sampled_from(schema["enum"])
     for keyword in ("anyOf", "oneOf"):
         if keyword in schema:
-            return st.one_of([valid_for(sub, root)
-                              for sub in schema[keyword]])
+            return st.one_of([valid_for(sub, root) for sub in schema[keyword]])
     kinds = schema.get("type")
     if kinds is None:
         if "properties" in schema or "required" in schema:

@@ -6,13 +6,10 @@ import logging
 import re
 
 import pytest
-
 from aiohttp import web
-
-from server.app import create_app
 from support import assert_problem, make_test_config
 
-
+from server.app import create_app
 
 
 async def test_create_app_opens_nothing(tmp_path):
@@ -54,9 +51,7 @@ async def test_wrong_method_is_a_405_problem_with_allow(client):
 
 
 async def test_body_over_the_limit_is_413(tmp_path, redis_url, aiohttp_client):
-    config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url, server={"max_body_bytes": 1000}
-    )
+    config = make_test_config(database=tmp_path / "t.db", redis_url=redis_url, server={"max_body_bytes": 1000})
     app = create_app(config)
 
     async def echo(request: web.Request) -> web.Response:
@@ -92,8 +87,14 @@ async def test_request_id_is_echoed_when_valid(client):
 
 async def test_request_id_is_generated_when_missing_or_bad(client):
     seen = set()
-    for headers in ({}, {"X-Request-ID": ""}, {"X-Request-ID": "x" * 129}, {"X-Request-ID": "a b"},
-                    {"X-Request-ID": "semi;colon"}, {"X-Request-ID": "ünï"}):
+    for headers in (
+        {},
+        {"X-Request-ID": ""},
+        {"X-Request-ID": "x" * 129},
+        {"X-Request-ID": "a b"},
+        {"X-Request-ID": "semi;colon"},
+        {"X-Request-ID": "ünï"},
+    ):
         resp = await client.get("/healthz", headers=headers)
         rid = resp.headers["X-Request-ID"]
         assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", rid)

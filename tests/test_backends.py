@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from support import make_test_config
 
 from server.app import create_app
 from server.keys import DB_KEY
 from server.models.user import User
-from support import make_test_config
 
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 # Case, accents, wildcard characters and digits: where collations and LIKE differ between engines.
@@ -72,8 +72,9 @@ async def exercise(client) -> dict[str, Any]:
 async def test_both_backends_answer_the_same(tmp_path, redis_url, aiohttp_client, postgres_databases):
     answers = []
     for url in ("", postgres_databases()):
-        config = make_test_config(database=tmp_path / "same.db", redis_url=redis_url, database_url=url,
-                                  cache={"enabled": False})
+        config = make_test_config(
+            database=tmp_path / "same.db", redis_url=redis_url, database_url=url, cache={"enabled": False}
+        )
         client = await aiohttp_client(create_app(config))
         answers.append(await exercise(client))
     sqlite, postgresql = answers

@@ -6,19 +6,19 @@ import asyncio
 import time
 
 import pytest
+from support import assert_problem, make_test_config
 
 from server.app import create_app
-from server.helpers.errors import ServiceUnavailable
+from server.errors import ServiceUnavailable
 from server.keys import SLOW_JOB_ENQUEUER_KEY
-from support import assert_problem, make_test_config
 
 UPSTREAM_TIMEOUT = 1.0
 
 
-
 def baz_config(tmp_path, redis_url, cat_facts_url):
     return make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url,
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
         cat_facts={"url": cat_facts_url, "timeout": UPSTREAM_TIMEOUT},
     )
 
@@ -138,7 +138,8 @@ async def test_baz_job_completes_and_is_readable_through_the_job_api(
     redis_url, fake_cat_facts, tmp_path, aiohttp_client
 ):
     config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url,
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
         cat_facts={"url": fake_cat_facts.url, "timeout": UPSTREAM_TIMEOUT},
         queue={"embedded_worker": True},
     )

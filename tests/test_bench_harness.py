@@ -53,8 +53,9 @@ def test_wrk_output_without_errors_counts_none():
     assert (result.non_2xx, result.socket_errors) == (0, 0)
 
 
-@pytest.mark.parametrize("broken", ["", "unable to connect to 127.0.0.1:1 Connection refused",
-                                    WRK_OUTPUT.replace("Requests/sec", "Req/s")])
+@pytest.mark.parametrize(
+    "broken", ["", "unable to connect to 127.0.0.1:1 Connection refused", WRK_OUTPUT.replace("Requests/sec", "Req/s")]
+)
 def test_wrk_output_without_figures_is_an_error(broken):
     with pytest.raises(WrkParseError):
         harness.parse_wrk(broken)
@@ -88,7 +89,9 @@ def test_percentile_is_nearest_rank():
 def test_http_targets_are_judged_on_medians():
     assert harness.http_targets(Spread(0.85, 0.8, 0.9, 3), Spread(9.9, 9, 12, 3)) == {"ratio": "met", "p99": "met"}
     assert harness.http_targets(Spread(0.84, 0.8, 0.9, 3), Spread(10.0, 9, 12, 3)) == {
-        "ratio": "missed", "p99": "missed"}
+        "ratio": "missed",
+        "p99": "missed",
+    }
     assert harness.http_targets(None, None) == {"ratio": "n/a", "p99": "n/a"}
 
 
@@ -100,31 +103,65 @@ def test_spread_formatting_shows_the_range_only_when_there_is_one():
 
 def sample_results() -> dict:
     def side(rps: float, p99: float) -> dict:
-        return {"requests_per_s": Spread(rps, rps - 100, rps + 100, 3).as_dict(),
-                "p50_ms": Spread(2.0, 1.9, 2.1, 3).as_dict(), "p99_ms": Spread(p99, p99 - 1, p99 + 1, 3).as_dict()}
+        return {
+            "requests_per_s": Spread(rps, rps - 100, rps + 100, 3).as_dict(),
+            "p50_ms": Spread(2.0, 1.9, 2.1, 3).as_dict(),
+            "p99_ms": Spread(p99, p99 - 1, p99 + 1, 3).as_dict(),
+        }
 
     return {
         "meta": {"mode": "full", "repetitions": 3, "duration_s": 4},
         "targets": dict(harness.TARGETS),
         "warnings": ["the machine was busy"],
         "http": [
-            {"name": "healthz", "method": "GET", "path": "/healthz", "status": "ok",
-             "ours": side(9000, 6.0), "baseline": side(10000, 5.0),
-             "ratio": Spread(0.9, 0.88, 0.92, 3).as_dict(), "targets": {"ratio": "met", "p99": "met"},
-             "notes": []},
-            {"name": "foo", "method": "GET", "path": "/api/v1/foo", "status": "ok",
-             "ours": side(4000, 30.0), "baseline": side(16000, 9.0),
-             "ratio": Spread(0.25, 0.24, 0.3, 3).as_dict(), "targets": {"ratio": "missed", "p99": "missed"},
-             "notes": ["a note"]},
-            {"name": "bar", "method": "POST", "path": "/api/v1/bar", "status": "skipped",
-             "reason": "skipped: route not available"},
+            {
+                "name": "healthz",
+                "method": "GET",
+                "path": "/healthz",
+                "status": "ok",
+                "ours": side(9000, 6.0),
+                "baseline": side(10000, 5.0),
+                "ratio": Spread(0.9, 0.88, 0.92, 3).as_dict(),
+                "targets": {"ratio": "met", "p99": "met"},
+                "notes": [],
+            },
+            {
+                "name": "foo",
+                "method": "GET",
+                "path": "/api/v1/foo",
+                "status": "ok",
+                "ours": side(4000, 30.0),
+                "baseline": side(16000, 9.0),
+                "ratio": Spread(0.25, 0.24, 0.3, 3).as_dict(),
+                "targets": {"ratio": "missed", "p99": "missed"},
+                "notes": ["a note"],
+            },
+            {
+                "name": "bar",
+                "method": "POST",
+                "path": "/api/v1/bar",
+                "status": "skipped",
+                "reason": "skipped: route not available",
+            },
         ],
-        "jobs": {"status": "ok", "ours": {}, "ours_reason": "skipped: no worker", "ratio": None, "target": "skipped",
-                 "raw": {"jobs_per_s": Spread(1000, 900, 1100, 3).as_dict()}, "notes": ["raw alone"]},
+        "jobs": {
+            "status": "ok",
+            "ours": {},
+            "ours_reason": "skipped: no worker",
+            "ratio": None,
+            "target": "skipped",
+            "raw": {"jobs_per_s": Spread(1000, 900, 1100, 3).as_dict()},
+            "notes": ["raw alone"],
+        },
         "memory": {"status": "ok", "idle_mb": 50.0, "after_mb": 55.5, "target": "met"},
-        "profile": {"status": "ok", "route": "GET /api/v1/foo", "tool": "py-spy", "why": "slowest",
-                    "files": ["profile-foo.svg"],
-                    "summary": {"packages": [{"frame": "aiohttp", "samples": 5, "share": 0.5}]}},
+        "profile": {
+            "status": "ok",
+            "route": "GET /api/v1/foo",
+            "tool": "py-spy",
+            "why": "slowest",
+            "files": ["profile-foo.svg"],
+            "summary": {"packages": [{"frame": "aiohttp", "samples": 5, "share": 0.5}]},
+        },
     }
 
 
@@ -132,8 +169,10 @@ def test_markdown_report_has_a_row_per_figure_and_the_verdicts():
     results = sample_results()
     results["verdicts"] = harness.collect_verdicts(results)
     text = harness.render_markdown(results)
-    assert "| `GET /healthz` | ours | 9,000 (8,900–9,100) | 2.00 (1.90–2.10) | 6.00 (5.00–7.00) " \
-           "| 0.90 (0.88–0.92) | met | met |" in text
+    assert (
+        "| `GET /healthz` | ours | 9,000 (8,900–9,100) | 2.00 (1.90–2.10) | 6.00 (5.00–7.00) "
+        "| 0.90 (0.88–0.92) | met | met |" in text
+    )
     assert "| | baseline | 10,000 (9,900–10,100) |" in text
     assert "| `POST /api/v1/bar` | – | skipped: route not available |" in text
     assert "| `GET /api/v1/foo` | ours | 4,000 (3,900–4,100) |" in text and "**missed**" in text
@@ -210,8 +249,10 @@ def test_options_quick_and_only():
 def test_seeding_fills_required_columns(tmp_path):
     db_path = tmp_path / "bench.db"
     with sqlite3.connect(db_path) as db:
-        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, "
-                   "updated_at TEXT NOT NULL, version INTEGER NOT NULL, note TEXT DEFAULT 'x')")
+        db.execute(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL, version INTEGER NOT NULL, note TEXT DEFAULT 'x')"
+        )
     assert seed_users(db_path, 25) == 25
     assert seed_users(db_path, 10) == 25  # never shrinks, never duplicates
     with sqlite3.connect(db_path) as db:
@@ -222,8 +263,10 @@ def test_seeding_fills_required_columns(tmp_path):
 async def test_baseline_app_answers_like_the_contract(aiohttp_client, redis_url, tmp_path):
     db_path = tmp_path / "bench.db"
     with sqlite3.connect(db_path) as db:
-        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, "
-                   "updated_at TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL)"
+        )
     seed_users(db_path, 30)
     client = await aiohttp_client(create_baseline_app(str(db_path), redis_url, "bench:baz"))
     assert await (await client.get("/healthz")).json() == {"status": "ok"}

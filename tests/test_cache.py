@@ -14,13 +14,14 @@ from collections import Counter
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
+from support import make_test_config
 
 from server.app import create_app
-from server.helpers.errors import NotFound
+from server.errors import NotFound
 from server.keys import API_VERSION_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.middlewares.cache import cache, cached, invalidate_namespace
+from server.middlewares.cache import cache, invalidate_namespace
 from server.middlewares.validation import validation
-from support import make_test_config
+from server.routing.stamps import cached
 
 CALLS = web.AppKey("calls", Counter)
 ITEMS = web.AppKey("items", list)
@@ -99,8 +100,10 @@ def make_client(fake_cat_facts, tmp_path, aiohttp_client):
 
     async def make(redis_url: str, **overrides):
         config = make_test_config(
-            database=tmp_path / "t.db", redis_url=redis_url,
-            cat_facts={"url": fake_cat_facts.url, "timeout": 2.0}, **overrides,
+            database=tmp_path / "t.db",
+            redis_url=redis_url,
+            cat_facts={"url": fake_cat_facts.url, "timeout": 2.0},
+            **overrides,
         )
         app = create_app(config)
         # These tests are about the cache: baz's job is swapped for none, so a stopped Redis
@@ -133,7 +136,7 @@ async def get(client, path, **kwargs):
 
 
 async def test_miss_then_hit_with_age_and_max_age(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url, cache={"default_ttl": 30})
+    client, _sub = await make_client(redis_url, cache={"default_ttl": 30})
     miss, body = await get(client, "/api/v1/baz")
     assert miss.headers["X-Cache"] == "MISS"
     assert miss.headers["Cache-Control"] == "max-age=30"
@@ -151,7 +154,7 @@ async def test_miss_then_hit_with_age_and_max_age(redis_url, make_client, fake_c
 
 
 async def test_head_shares_the_get_entry(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url)
+    client, _sub = await make_client(redis_url)
     await get(client, "/api/v1/baz")
     head = await client.head("/api/v1/baz")
     assert head.status == 200
@@ -161,7 +164,7 @@ async def test_head_shares_the_get_entry(redis_url, make_client, fake_cat_facts)
 
 
 async def test_key_covers_version_and_sorted_query_string(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url)
+    client, _sub = await make_client(redis_url)
     _, first = await get(client, "/api/v1/baz?a=1&b=2")
     resp, same = await get(client, "/api/v1/baz?b=2&a=1")
     assert resp.headers["X-Cache"] == "HIT" and same == first
@@ -217,7 +220,7 @@ async def test_entries_expire_with_their_ttl(redis_url, make_client, redis):
 
 
 async def test_no_cache_refreshes_the_entry(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url)
+    client, _sub = await make_client(redis_url)
     _, first = await get(client, "/api/v1/baz")
     resp, _ = await get(client, "/api/v1/baz")
     assert resp.headers["X-Cache"] == "HIT"
@@ -234,7 +237,7 @@ async def test_no_cache_refreshes_the_entry(redis_url, make_client, fake_cat_fac
 
 async def test_concurrent_misses_of_one_key_compute_once(redis_url, make_client, fake_cat_facts):
     # Generous wait: on a busy machine the waiters must not give up and compute themselves.
-    client, sub = await make_client(redis_url, cache={"wait_timeout": 30.0, "lock_timeout": 30.0})
+    client, _sub = await make_client(redis_url, cache={"wait_timeout": 30.0, "lock_timeout": 30.0})
     fake_cat_facts.delay = 0.3
     responses = await asyncio.gather(*(client.get("/api/v1/baz?n=50") for _ in range(50)))
     assert [r.status for r in responses] == [200] * 50
@@ -246,7 +249,7 @@ async def test_concurrent_misses_of_one_key_compute_once(redis_url, make_client,
 
 
 async def test_invalidating_a_namespace_of_the_real_app(redis_url, make_client, fake_cat_facts):
-    client, sub = await make_client(redis_url)
+    client, _sub = await make_client(redis_url)
     _, v1 = await get(client, "/api/v1/baz")
     _, v2 = await get(client, "/api/v2/baz")
     assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
@@ -315,7 +318,7 @@ async def test_only_plain_200_answers_are_stored(redis_url, make_client, redis):
 
 
 async def test_disabled_cache_bypasses_redis(redis_url, make_client, redis, fake_cat_facts):
-    client, sub = await make_client(redis_url, cache={"enabled": False})
+    client, _sub = await make_client(redis_url, cache={"enabled": False})
     for n in (1, 2):
         resp, body = await get(client, "/api/v1/baz")
         assert resp.headers["X-Cache"] == "BYPASS"
@@ -324,10 +327,7 @@ async def test_disabled_cache_bypasses_redis(redis_url, make_client, redis, fake
 
 
 def warnings_of(caplog):
-    return [
-        r for r in caplog.records
-        if r.name == "server.helpers.response_cache" and r.levelno == logging.WARNING
-    ]
+    return [r for r in caplog.records if r.name == "server.cache.store" and r.levelno == logging.WARNING]
 
 
 async def wait_for_state(client, path, state, deadline_s=10.0):
@@ -340,14 +340,12 @@ async def wait_for_state(client, path, state, deadline_s=10.0):
         await asyncio.sleep(0.1)
 
 
-async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(
-    private_redis, make_client, fake_cat_facts, caplog
-):
-    client, sub = await make_client(private_redis.url, cache={"retry_interval": 0.2})
+async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(private_redis, make_client, fake_cat_facts, caplog):
+    client, _sub = await make_client(private_redis.url, cache={"retry_interval": 0.2})
     await get(client, "/api/v1/baz")
     assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
     private_redis.stop()
-    with caplog.at_level(logging.INFO, logger="server.helpers.response_cache"):
+    with caplog.at_level(logging.INFO, logger="server.cache.store"):
         for n in range(2, 8):
             resp, body = await get(client, "/api/v1/baz")
             assert resp.headers["X-Cache"] == "BYPASS"
@@ -364,9 +362,7 @@ async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(
 
 
 async def test_a_hung_redis_is_bounded_by_the_socket_timeout(private_redis, make_client, fake_cat_facts):
-    client, sub = await make_client(
-        private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 0.2}
-    )
+    client, _sub = await make_client(private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 0.2})
     await get(client, "/api/v1/baz")
     os.kill(private_redis.proc.pid, signal.SIGSTOP)
     try:
@@ -383,9 +379,7 @@ async def test_a_hung_redis_is_bounded_by_the_socket_timeout(private_redis, make
 
 
 async def test_an_invalidation_during_an_outage_is_applied_before_the_next_read(private_redis, make_client):
-    client, sub = await make_client(
-        private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 1.0}
-    )
+    client, _sub = await make_client(private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 1.0})
     await get(client, "/t/items")
     assert (await get(client, "/t/items"))[0].headers["X-Cache"] == "HIT"
     os.kill(private_redis.proc.pid, signal.SIGSTOP)  # the entries survive the outage

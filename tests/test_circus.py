@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -18,15 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
-
+import redis
+import redis.asyncio
 from fixtures_jobs import auth_header, clean_env, jobs_test_config, write_config
-from server.config import PROJECT_ROOT, Config
-from server.helpers.redis_server import find_redis_server, free_port
+from test_redis_binary import debian_layout
+
+from server.config import PROJECT_ROOT, Config, load_config
 from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.redis_binary import find_redis_server
 from server.services.circus_status import read_circus_status
+from server.services.queues import build_queues
 from server.workers.enqueue import enqueue
-from server.workers.queues import build_queues
+from testing.redis import free_port
 
 WATCHERS = ("redis", "web", "worker", "worker-high", "worker-low")
 WEB_PIDS_IN_ACCESS_LOG = re.compile(r"^\S+ \S+ INFO (\d+) aiohttp\.access ", re.MULTILINE)
@@ -59,21 +65,6 @@ async def test_status_page_says_when_the_app_is_not_under_circus(tmp_path, redis
 # --- the whole system under circus ----------------------------------------------------------------
 
 
-def free_port_pair() -> int:
-    """A port p with p + 1 free as well (circus's control and pubsub endpoints)."""
-    for _ in range(50):
-        port = free_port()
-        if port < 65535:
-            with socket.socket() as a, socket.socket() as b:
-                try:
-                    a.bind(("127.0.0.1", port))
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 def alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     try:
@@ -100,20 +91,30 @@ def descendants(pid: int) -> list[int]:
 
 
 class Supervisor:
-    """`python -m server --config <tmp> supervise` (which execs circusd) in a session of its own."""
+    """`python -m server --config <tmp> supervise` (which execs circusd) in a session of its own.
 
-    def __init__(self, config: Config, config_path: Path, var_dir: Path) -> None:
-        self.config = config
-        self.endpoint = config.circus.endpoint
-        self.var_dir = var_dir
-        self.log_path = var_dir / "circusd.out"
+    Its Redis is found on PATH in Debian's layout (redis-server a symlink to redis-check-rdb), as
+    on a machine where `apt-get install redis-server` was run.
+    """
+
+    def __init__(self, config_path: Path, var_dir: Path, bin_dir: Path) -> None:
         env = clean_env()
+        env.pop("REDIS_SERVER", None)
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', os.defpath)}"
         env["VAR_DIR"] = str(var_dir)
-        var_dir.mkdir(parents=True, exist_ok=True)
+        # As the launcher reads it: relative paths (the circus socket) resolved.
+        self.config = load_config(config_path, env)
+        self.endpoint = self.config.circus.endpoint
+        self.var_dir = var_dir
+        self.log_path = var_dir.parent / "circusd.out"  # the test's own file, outside var/
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server", "--config", str(config_path), "supervise"],
-                cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.seen: set[int] = set()
 
@@ -165,7 +166,7 @@ class Supervisor:
 
 @pytest.fixture
 def circus_ports() -> dict[str, int]:
-    return {"server": free_port(), "redis": free_port(), "circus": free_port_pair()}
+    return {"server": free_port(), "redis": free_port()}
 
 
 @pytest.fixture
@@ -174,7 +175,7 @@ def supervisor_factory(tmp_path) -> Iterator[Any]:
 
     def start(config: Config) -> Supervisor:
         path = write_config(tmp_path / "circus-test.yaml", config)
-        sup = Supervisor(config, path, tmp_path / "var")
+        sup = Supervisor(path, tmp_path / "var", debian_layout(tmp_path / "debian-bin"))
         started.append(sup)
         return sup
 
@@ -228,24 +229,64 @@ async def wait_until(predicate: Any, timeout: float, what: str, interval: float 
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
+async def assert_private_to_this_user(sup: Supervisor, server_port: int) -> None:
+    """circusd opens no TCP or UDP port of its own, and only this user can open its sockets."""
+    inet = psutil.Process(sup.proc.pid).net_connections(kind="inet")
+    listening = {c.laddr.port for c in inet if c.status == psutil.CONN_LISTEN}
+    assert listening == {server_port}, inet  # the web socket circusd holds for the web processes
+    assert not [c for c in inet if c.type == socket.SOCK_DGRAM], inet  # no multicast discovery
+    control = Path(sup.endpoint[len("ipc://") :])
+    for path in (control, control.with_name("pubsub.sock")):
+        mode = path.stat().st_mode
+        assert stat.S_ISSOCK(mode) and mode & 0o077 == 0, (path, oct(mode))
+    assert stat.S_IMODE(control.parent.stat().st_mode) == 0o700
+    if os.geteuid() == 0:  # another user (nobody) tries to connect to the control socket
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                socket.socket(socket.AF_UNIX).connect(str(control))
+                os._exit(0)
+            except PermissionError:
+                os._exit(13)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 13
+
+
+def assert_files_private(folder: Path) -> None:
+    """Nothing the system created under var/ is open to the group or other users."""
+    loose = [
+        (str(p), oct(stat.S_IMODE(p.lstat().st_mode)))
+        for p in [folder, *folder.rglob("*")]
+        if stat.S_IMODE(p.lstat().st_mode) & 0o077
+    ]
+    assert not loose
+    assert {p.name for p in folder.iterdir()} >= {"jobs.db", "redis_password", "log", "redis", "circus"}
+
+
 async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
     async with session.get(url) as resp:
         return resp.status, await resp.json()
 
 
-@pytest.mark.skipif(find_redis_server() is None, reason="needs a redis-server >= 6.2")
+@pytest.mark.skipif(find_redis_server() is None, reason="needs a redis-server >= 7.0")
 async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_facts, supervisor_factory):
     ports = circus_ports
     config = jobs_test_config(
-        tmp_path,
+        tmp_path / "var",  # the database in var/, where `make run` keeps it
         f"redis://127.0.0.1:{ports['redis']}/0",
         server={"host": "127.0.0.1", "port": ports["server"], "access_log": True, "shutdown_timeout": 20},
         logging={"level": "INFO"},
         cat_facts={"url": fake_cat_facts.url, "timeout": 10.0},
-        circus={"endpoint": f"tcp://127.0.0.1:{ports['circus']}", "timeout": 5.0},
+        # circus.endpoint left at its default: a unix socket under var/ beside the config file.
+        circus={"timeout": 5.0},
         queue={"job_timeout": 10, "sweep_interval": 1, "shutdown_grace": 3.0},
     )
     sup = supervisor_factory(config)
+    assert sup.endpoint == f"ipc://{tmp_path}/var/circus/control.sock"
     base = f"http://127.0.0.1:{ports['server']}"
 
     async def everything_active() -> bool:
@@ -264,6 +305,21 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
     assert len(await sup.pids("worker-high")) == 1 and len(await sup.pids("worker-low")) == 1
     [shim] = await sup.pids("redis")
     sup.seen.update(children(shim))  # the redis-server itself
+    assert {Path(f"/proc/{pid}/exe").resolve().name for pid in children(shim)} == {"redis-check-rdb"}
+
+    # The supervised Redis requires the password generated on first run; nothing works without it.
+    password_file = tmp_path / "var" / "redis_password"
+    password = password_file.read_text().strip()
+    assert len(password) >= 32
+    anonymous = redis.asyncio.Redis(port=ports["redis"])
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            await anonymous.ping()
+    finally:
+        await anonymous.aclose()
+    config = load_config(write_config(tmp_path / "client.yaml", config), {"REDIS_PASSWORD_FILE": str(password_file)})
+    assert config.redis.password == password
+    await assert_private_to_this_user(sup, ports["server"])
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
 
@@ -347,8 +403,16 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         stream = Stream(f"{base}/healthz")
         await asyncio.sleep(0.5)
         reload = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "circusctl"), "--endpoint", sup.endpoint, "--timeout", "60",
-            "reload", "web", "--waiting", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            str(Path(sys.executable).parent / "circusctl"),
+            "--endpoint",
+            sup.endpoint,
+            "--timeout",
+            "60",
+            "reload",
+            "web",
+            "--waiting",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await reload.communicate()
         assert reload.returncode == 0, out
@@ -383,18 +447,20 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         code = await asyncio.to_thread(sup.proc.wait, 90)
     assert code == 0, sup.log()
     await wait_until(lambda: not any(alive(p) for p in pids), 30, "every process gone")
+    assert_files_private(tmp_path / "var")
 
     circus_log = sup.log()
     stopped = re.findall(r"\[INFO\] (\S+) stopped", circus_log)
-    assert set(stopped[-len(WATCHERS):]) == set(WATCHERS), circus_log
+    assert set(stopped[-len(WATCHERS) :]) == set(WATCHERS), circus_log
     # Redis went last: the shim stopped it once every web and worker connection was closed, and
     # after the in-flight request had used it (its access log line, written once it answered).
     redis_log = sup.log("redis")
     assert "redis-shim: stopping redis" in redis_log and "its clients are gone" in redis_log, redis_log
-    [shutdown] = re.findall(r"(\d+ \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) \* User requested shutdown", redis_log)
+    [shutdown] = re.findall(r"(\d+ \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) [*#] User requested shutdown", redis_log)
     [answered] = re.findall(
         r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \d+ aiohttp\.access .*\"GET /api/v1/baz HTTP/1\.1\" 200",
-        sup.log("web"), re.MULTILINE,
+        sup.log("web"),
+        re.MULTILINE,
     )
     redis_stopped_at = datetime.strptime(shutdown, "%d %b %Y %H:%M:%S.%f")
     assert redis_stopped_at >= datetime.strptime(answered, "%Y-%m-%d %H:%M:%S,%f"), (shutdown, answered)

@@ -9,11 +9,11 @@ from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from server.controllers.versions import describe_routes
-from server.middlewares.validation import request_schemas
-from server.openapi import route_operations
 from schema_strategies import documents, json_values, valid_documents
+
+from server.routing.meta import schemas_of as request_schemas
+from server.routing.openapi import route_operations
+from server.routing.versions import describe_routes
 
 FUZZED_METHODS = {"POST", "PATCH", "PUT"}
 EXAMPLES_PER_ROUTE = 300
@@ -49,7 +49,9 @@ def request_strategy(path: str, handler):
     names = [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
     path_props = schemas["path"].schema.get("properties", {}) if "path" in schemas else {}
     values = {
-        name: (valid_documents(path_props[name]) if name in path_props else st.just("1")).map(lambda v: quote(str(v), safe=""))
+        name: (valid_documents(path_props[name]) if name in path_props else st.just("1")).map(
+            lambda v: quote(str(v), safe="")
+        )
         | st.text(min_size=1, max_size=30).map(lambda v: quote(v, safe=""))
         for name in names
     }
@@ -64,9 +66,17 @@ def collect(strategy, count: int) -> list:
     """`count` examples drawn by Hypothesis (sent afterwards: the HTTP client is async)."""
     examples: list = []
 
-    @settings(max_examples=count, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                     HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @settings(
+        max_examples=count,
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
     @given(strategy)
     def draw(example):
         examples.append(example)

@@ -22,26 +22,28 @@ import yaml
 from aiohttp import web
 from saq import Queue
 from saq.job import Job, Status
-
-from fixtures_honeybadger import API_KEY
-from server.app import create_app
-from server.config import ENV_OVERRIDES, PROJECT_ROOT
-from server.helpers.redis_server import free_port
-from server.keys import BODY_KEY, HONEYBADGER_KEY
-from server.middlewares.validation import body_schema, validation
-from server.services.honeybadger import (
-    HoneybadgerReporter, close_worker_reporting, open_worker_reporting,
-)
 from support import make_test_config
 
-REPORTER_LOG = "server.services.honeybadger"
+from server.app import create_app
+from server.config import ENV_OVERRIDES, PROJECT_ROOT
+from server.keys import BODY_KEY, REPORTER_KEY
+from server.middlewares.validation import validation
+from server.routing.stamps import body_schema
+from server.services.honeybadger.sender import HoneybadgerReporter
+from server.workers.failures import handle_swept
+from server.workers.reporting import CTX_REPORT_FAILURE, close_job_reporting, open_job_reporting
+from testing.fakes import HONEYBADGER_API_KEY as API_KEY
+from testing.redis import free_port
+
+REPORTER_LOG = "server.services.honeybadger.sender"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @pytest.fixture
 def hb_config(tmp_path, redis_url, honeybadger_collector):
     return make_test_config(
-        database=tmp_path / "test.db", redis_url=redis_url,
+        database=tmp_path / "test.db",
+        redis_url=redis_url,
         honeybadger=honeybadger_collector.honeybadger_config(),
     )
 
@@ -75,8 +77,13 @@ async def loop_lag_probe(interval: float = 0.01):
 async def test_fail_sends_one_notice_with_context_and_filtered_secrets(hb_client, honeybadger_collector):
     resp = await hb_client.get(
         "/api/v1/fail?password=hunter2&token=x&keep=visible&keep=twice",
-        headers={"X-Request-ID": "hb-fail-1", "Authorization": "Bearer s3cr3t", "X-Api-Key": "k3y",
-                 "Cookie": "session=c00kie", "User-Agent": "tests"},
+        headers={
+            "X-Request-ID": "hb-fail-1",
+            "Authorization": "Bearer s3cr3t",
+            "X-Api-Key": "k3y",
+            "Cookie": "session=c00kie",
+            "User-Agent": "tests",
+        },
     )
     assert resp.status == 500
     body = await resp.json()
@@ -135,8 +142,10 @@ async def test_json_body_is_reported_with_nested_secrets_filtered(
     assert first["error"]["class"] == "RuntimeError"
     assert first["request"]["component"] == "/t/boom"
     assert first["request"]["params"] == {
-        "page": "3", "user": {"name": "ann", "password": "[FILTERED]"},
-        "items": [{"api_key": "[FILTERED]", "n": 1}], "n": 2,
+        "page": "3",
+        "user": {"name": "ann", "password": "[FILTERED]"},
+        "items": [{"api_key": "[FILTERED]", "n": 1}],
+        "n": 2,
     }
     assert first["request"]["context"]["api_version"] is None
     assert second["request"]["params"] == {"_json": [{"secret": "[FILTERED]", "ok": True}]}
@@ -175,7 +184,8 @@ async def test_4xx_answers_and_client_disconnects_are_not_reported(
         base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         async with aiohttp.ClientSession(base) as http:
             for method, path, status in (
-                ("GET", "/api/v1/nope", 404), ("DELETE", "/api/v1/fail", 405),
+                ("GET", "/api/v1/nope", 404),
+                ("DELETE", "/api/v1/fail", 405),
                 ("GET", "/api/v1/foo?notify=maybe", 400),
             ):
                 async with http.request(method, path) as resp:
@@ -239,13 +249,12 @@ async def test_a_hung_collector_slows_neither_requests_nor_shutdown(
     honeybadger_collector.hang(30)
     flush_bound = 1.0
     config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url,
-        honeybadger=honeybadger_collector.honeybadger_config(
-            timeout=10.0, max_backlog=5, flush_timeout=flush_bound
-        ),
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
+        honeybadger=honeybadger_collector.honeybadger_config(timeout=10.0, max_backlog=5, flush_timeout=flush_bound),
     )
     client = await aiohttp_client(create_app(config))
-    reporter = client.app[HONEYBADGER_KEY]
+    reporter = client.app[REPORTER_KEY]
     caplog.set_level(logging.INFO, logger=REPORTER_LOG)
 
     async def fail(i: int) -> float:
@@ -280,7 +289,8 @@ async def test_no_api_key_sends_nothing_and_says_so_once(
 ):
     caplog.set_level(logging.INFO, logger=REPORTER_LOG)
     config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url,
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
         honeybadger=honeybadger_collector.honeybadger_config(api_key=""),
     )
     client = await aiohttp_client(create_app(config))
@@ -297,7 +307,8 @@ async def test_development_environment_reports_only_when_forced(
 ):
     caplog.set_level(logging.INFO, logger=REPORTER_LOG)
     config = make_test_config(
-        database=tmp_path / "t.db", redis_url=redis_url,
+        database=tmp_path / "t.db",
+        redis_url=redis_url,
         honeybadger=honeybadger_collector.honeybadger_config(environment="development", force_report_data=False),
     )
     client = await aiohttp_client(create_app(config))
@@ -315,30 +326,50 @@ def _boom(n: int) -> None:
 async def test_job_failures_carry_job_context_and_request_id(redis_url, honeybadger_collector, hb_config):
     queue = Queue.from_url(redis_url, name="default")
     ctx: dict = {}
-    await open_worker_reporting(ctx, hb_config.honeybadger)  # what a worker's startup hook does
+    await open_job_reporting(ctx, hb_config.honeybadger)  # what a worker's startup hook does
     try:
         job = Job(
-            "charge", kwargs={"n": 3, "card": {"credit_card": "4111"}, "api_token": "t0k"}, queue=queue,
-            retries=3, attempts=1, status=Status.QUEUED, meta={"request_id": "from-meta"},
+            "charge",
+            kwargs={"n": 3, "card": {"credit_card": "4111-1111-1111-1111"}, "api_token": "t0k-not-for-honeybadger"},
+            queue=queue,
+            retries=3,
+            attempts=1,
+            status=Status.QUEUED,
+            meta={"request_id": "from-meta"},
         )
         try:
             _boom(3)
         except ValueError as exc:
             error = exc
         # What after_process does: attempt 1 of 3 failed, SAQ will retry it.
-        assert ctx["report_job_failure"](job, error, final=False, request_id="req-enqueue-1")
-        last = Job("charge", kwargs={"n": 5}, queue=queue, retries=3, attempts=3, status=Status.FAILED,
-                   meta={"request_id": "from-meta"})
-        assert ctx["report_job_failure"](last, TimeoutError(), final=True, request_id=None)
-        swept = Job("slow_job", queue=queue, retries=1, attempts=1, status=Status.ABORTED,
-                    error="swept", meta={"request_id": "req-swept"})
-        assert ctx["report_swept_job"](swept)
+        assert ctx[CTX_REPORT_FAILURE](job, error, final=False, request_id="req-enqueue-1")
+        last = Job(
+            "charge",
+            kwargs={"n": 5},
+            queue=queue,
+            retries=3,
+            attempts=3,
+            status=Status.FAILED,
+            meta={"request_id": "from-meta"},
+        )
+        assert ctx[CTX_REPORT_FAILURE](last, TimeoutError(), final=True, request_id=None)
+        swept = Job(
+            "slow_job",
+            queue=queue,
+            retries=1,
+            attempts=1,
+            status=Status.ABORTED,
+            error="swept",
+            meta={"request_id": "req-swept"},
+        )
+        # What a sweep does with a job it took back (recorded, and reported through the same hook).
+        await handle_swept(queue.redis, ctx[CTX_REPORT_FAILURE], [swept], keep=10)
         retrying, final, lost = await honeybadger_collector.wait_for(3)
         # honeybadger is loaded now; its crash hook (a global client we never configure) is not.
         assert "honeybadger" in sys.modules
         assert getattr(sys.excepthook, "__module__", None) != "honeybadger.core"
     finally:
-        await close_worker_reporting(ctx)
+        await close_job_reporting(ctx)
         await queue.disconnect()
 
     assert retrying["error"]["class"] == "ValueError"
@@ -349,14 +380,20 @@ async def test_job_failures_carry_job_context_and_request_id(redis_url, honeybad
     assert context["request_id"] == "req-enqueue-1"
     assert retrying["correlation_context"] == {"request_id": "req-enqueue-1"}
     assert context["job"] == {
-        "function": "charge", "key": job.key, "queue": "default", "attempt": 1, "retries": 3,
-        "will_retry": True, "status": "queued", "timeout": job.timeout,
+        "function": "charge",
+        "key": job.key,
+        "queue": "default",
+        "attempt": 1,
+        "retries": 3,
+        "will_retry": True,
+        "status": "queued",
+        "timeout": job.timeout,
     }
     assert retrying["request"]["component"] == "saq" and retrying["request"]["action"] == "charge"
     assert retrying["request"]["params"] == {
         "kwargs": {"n": 3, "card": {"credit_card": "[FILTERED]"}, "api_token": "[FILTERED]"}
     }
-    assert "4111" not in json.dumps(retrying) and "t0k" not in json.dumps(retrying)
+    assert "4111-1111-1111-1111" not in json.dumps(retrying) and "t0k-not-for" not in json.dumps(retrying)
 
     assert final["error"]["class"] == "TimeoutError"
     assert final["request"]["context"]["request_id"] == "from-meta"  # the id the job carried
@@ -425,8 +462,16 @@ async def test_sigterm_shuts_down_gracefully_with_honeybadger_loaded(tmp_path, h
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server", "--config", str(tmp_path / "config.yaml"), "serve",
-            cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=log_file,
+            sys.executable,
+            "-m",
+            "server",
+            "--config",
+            str(tmp_path / "config.yaml"),
+            "serve",
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=log_file,
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from fixtures_jobs import (
     INTERNAL_PASSWORD,
     INTERNAL_USER,
@@ -19,6 +18,7 @@ from fixtures_jobs import (
     jobs_test_config,
     post_job,
 )
+
 from server.config import PROJECT_ROOT
 
 PROTECTED = (
@@ -134,7 +134,11 @@ def test_internal_password_command_creates_a_private_file_once(tmp_path):
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "server", "internal-password", "--file", str(path)],
-            cwd=PROJECT_ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
+            cwd=PROJECT_ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     first = run()

@@ -8,10 +8,6 @@ from datetime import datetime
 
 import pytest
 import redis.asyncio as aioredis
-from saq.job import Status
-from saq.queue.redis import RedisQueue
-from saq.utils import now
-
 from fixtures_jobs import (
     app_with_enqueue_route,
     auth_header,
@@ -20,10 +16,14 @@ from fixtures_jobs import (
     running_workers,
     wait_for_job,
 )
+from saq.job import Status
+from saq.queue.redis import RedisQueue
+from saq.utils import now
+
 from server.keys import QUEUES_KEY
+from server.services.queues import UnknownPriority
 from server.workers.enqueue import enqueue
 from server.workers.failures import JobSwept
-from server.workers.queues import UnknownPriority
 from server.workers.tasks import DATABASE_STATS_KEY
 
 JOB_FIELDS = {"key", "function", "status", "result", "error", "attempts", "queued", "started", "completed"}
@@ -79,9 +79,7 @@ async def test_a_failed_attempt_is_retried_then_succeeds(jobs_client, workers):
 
 
 async def test_final_failure_is_recorded_and_shown_on_the_failed_jobs_page(jobs_client, workers, job_reporter):
-    key = await post_job(
-        jobs_client, "always_fails", request_id="req-fail-7", reason="kaboom <b>", retries=2
-    )
+    key = await post_job(jobs_client, "always_fails", request_id="req-fail-7", reason="kaboom <b>", retries=2)
     body = await wait_for_job(jobs_client, key, {"failed", "complete"})
     assert body["status"] == "failed"
     assert body["attempts"] == 2
@@ -99,7 +97,8 @@ async def test_final_failure_is_recorded_and_shown_on_the_failed_jobs_page(jobs_
     assert "<b>" not in page
     # Each failed attempt went to the reporter, the last one as final, with the request id.
     assert [(c["key"], c["final"], c["request_id"]) for c in job_reporter.calls] == [
-        (key, False, "req-fail-7"), (key, True, "req-fail-7")
+        (key, False, "req-fail-7"),
+        (key, True, "req-fail-7"),
     ]
     assert all(isinstance(c["exc"], ValueError) for c in job_reporter.calls)
 
@@ -228,7 +227,6 @@ async def test_job_functions_validate_their_arguments(jobs_client, workers):
     body = await wait_for_job(jobs_client, key, {"failed", "complete"})
     assert body["status"] == "failed"
     assert body["error"].startswith("ValueError: seconds must be between 0 and")
-
 
 
 async def test_a_job_left_by_a_dead_worker_is_swept_reported_recorded_and_run(jobs_client, jobs_config, job_reporter):

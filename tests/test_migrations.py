@@ -1,23 +1,22 @@
-"""The migration runner on both backends: fresh, partial, newer databases, rollback, concurrency, files, CLI, start-up."""
+"""Migrations on both backends: fresh, partial, newer databases, rollback, concurrency, files, CLI, start-up."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from support import make_test_config
 
 from server.app import create_app
 from server.config import PROJECT_ROOT, DatabaseConfig
 from server.models.backends import make_database
 from server.models.database import Database
-from server.models.sqlite import SQLiteDatabase
 from server.models.dialect import MIGRATIONS_ROOT, POSTGRESQL, SQLITE
 from server.models.migrate import (
     DatabaseTooNew,
@@ -31,8 +30,8 @@ from server.models.migrate import (
     schema_version,
     split_statements,
 )
+from server.models.sqlite import SQLiteDatabase
 from server.models.sqltext import split_script
-from support import make_test_config
 
 pytestmark = pytest.mark.both_backends
 MIGRATIONS_DIR = SQLITE.migrations_dir
@@ -366,7 +365,14 @@ async def test_serve_refuses_a_newer_database_with_one_clear_line(empty_config):
 
 async def test_serve_without_auto_migrate_names_the_command_to_run(empty_config):
     result = await asyncio.to_thread(
-        run_cli, "-m", "server", "serve", "--port", "0", db_path=Path(empty_config.path), db_url=empty_config.url,
+        run_cli,
+        "-m",
+        "server",
+        "serve",
+        "--port",
+        "0",
+        db_path=Path(empty_config.path),
+        db_url=empty_config.url,
         DATABASE_AUTO_MIGRATE="false",
     )
     assert result.returncode == 1

@@ -9,11 +9,12 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from validation_app import ITEM_PATH_SCHEMA, NOTE_SCHEMA
 
 from server.controllers.bar import POST_BAR_SCHEMA
-from server.controllers.versions import API_VERSIONS, describe_routes
+from server.controllers.versions import API_VERSIONS
 from server.keys import OPENAPI_KEY
-from validation_app import ITEM_PATH_SCHEMA, NOTE_SCHEMA
+from server.routing.versions import describe_routes
 
 VIEW_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH")
 
@@ -93,8 +94,9 @@ async def test_openapi_with_a_test_built_sub_app(sample_client):
     assert view["get"]["parameters"] == [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 
     item = doc["paths"]["/sample/items/{item_id}"]["get"]
-    assert item["parameters"] == [{"name": "item_id", "in": "path", "required": True,
-                                   "schema": ITEM_PATH_SCHEMA["properties"]["item_id"]}]
+    assert item["parameters"] == [
+        {"name": "item_id", "in": "path", "required": True, "schema": ITEM_PATH_SCHEMA["properties"]["item_id"]}
+    ]
     assert set(item["responses"]) == {"200", "404", "500"}
 
     listing = doc["paths"]["/sample/items"]["get"]
@@ -131,11 +133,19 @@ async def test_request_bodies_are_the_validating_schemas(client):
     problem = doc["components"]["schemas"]["Problem"]
     assert problem["required"] == ["type", "title", "status", "detail", "request_id"]
     codes = {
-        name for name, response in doc["components"]["responses"].items()
+        name
+        for name, response in doc["components"]["responses"].items()
         if response["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
     }
-    assert codes >= {"BadRequest", "NotFound", "MethodNotAllowed", "PayloadTooLarge", "UnsupportedMediaType",
-                     "ValidationFailed", "InternalServerError"}
+    assert codes >= {
+        "BadRequest",
+        "NotFound",
+        "MethodNotAllowed",
+        "PayloadTooLarge",
+        "UnsupportedMediaType",
+        "ValidationFailed",
+        "InternalServerError",
+    }
 
 
 async def test_answers_match_their_documented_schemas(sample_client):
@@ -145,8 +155,12 @@ async def test_answers_match_their_documented_schemas(sample_client):
         (client.post("/api/v1/bar", json={"hello": "a", "world": [{"color": "red"}]}), "/api/v1/bar", "post", 200),
         (client.post("/api/v1/bar", json={"hello": 1}), "/api/v1/bar", "post", 422),
         (client.post("/api/v1/bar", data=b"{"), "/api/v1/bar", "post", 415),
-        (client.post("/api/v1/bar", data=b"{", headers={"Content-Type": "application/json"}),
-         "/api/v1/bar", "post", 400),
+        (
+            client.post("/api/v1/bar", data=b"{", headers={"Content-Type": "application/json"}),
+            "/api/v1/bar",
+            "post",
+            400,
+        ),
         (client.post("/sample/notes", json={"text": ""}), "/sample/notes", "post", 422),
         (client.get("/sample/items?limit=0"), "/sample/items", "get", 400),
         (client.get("/sample/items/abc"), "/sample/items/{item_id}", "get", 404),
@@ -178,7 +192,7 @@ async def test_docs_page_shows_every_operation_offline(sample_client):
     assert resp.headers["Content-Type"].startswith("text/html")
     html = await resp.text()
     for path, item in doc["paths"].items():
-        for method, operation in item.items():
+        for _method, operation in item.items():
             assert f'id="{operation["operationId"]}"' in html
             assert path in html
     for name in doc["components"]["schemas"]:
@@ -195,8 +209,9 @@ async def test_index_links_to_the_docs(client):
 
 
 def test_describe_is_optional_and_can_hide_a_route():
-    from server.controllers.versions import RouteInfo
-    from server.openapi import build_openapi, describe, problem_response
+    from server.routing.openapi import build_openapi, problem_response
+    from server.routing.stamps import describe
+    from server.routing.versions import RouteInfo
 
     async def shown(request): ...
 
@@ -211,15 +226,20 @@ def test_describe_is_optional_and_can_hide_a_route():
 
         The rest is not."""
 
-    routes = [RouteInfo(None, "GET", "/a", None, shown), RouteInfo(None, "GET", "/b", None, hidden),
-              RouteInfo(3, "DELETE", "/api/v3/c/{c_id}", "c", documented),
-              RouteInfo(None, "GET", "/internal/x", None, shown), RouteInfo(None, "*", "/any", None, shown),
-              RouteInfo(1, "GET", "/api/v1/up", None, upstream)]
+    routes = [
+        RouteInfo(None, "GET", "/a", None, shown),
+        RouteInfo(None, "GET", "/b", None, hidden),
+        RouteInfo(3, "DELETE", "/api/v3/c/{c_id}", "c", documented),
+        RouteInfo(None, "GET", "/internal/x", None, shown),
+        RouteInfo(None, "*", "/any", None, shown),
+        RouteInfo(1, "GET", "/api/v1/up", None, upstream),
+    ]
     doc = build_openapi(routes, title="t", version="1")
     OpenAPIV31SpecValidator(doc).validate()
     assert set(doc["paths"]) == {"/a", "/api/v3/c/{c_id}", "/api/v1/up"}
     assert doc["paths"]["/api/v1/up"]["get"]["responses"] == {
-        "200": {"description": "Fine"}, "500": {"$ref": "#/components/responses/InternalServerError"},
+        "200": {"description": "Fine"},
+        "500": {"$ref": "#/components/responses/InternalServerError"},
         "503": {"$ref": "#/components/responses/ServiceUnavailable"},
         "504": {"$ref": "#/components/responses/GatewayTimeout"},
     }

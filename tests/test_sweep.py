@@ -6,11 +6,11 @@ import asyncio
 import time
 
 import pytest
+from fixtures_jobs import jobs_test_config
 from saq.job import Status
 from saq.utils import now
 
-from fixtures_jobs import jobs_test_config
-from server.workers.queues import JobQueue, make_queue_client
+from server.services.queues import JobQueue, make_queue_client
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 import pytest
+from support import PROBLEM, problem
 
 from server.app import create_app
 from server.controllers.versions import API_VERSIONS
-from support import PROBLEM, problem
 
 pytestmark = pytest.mark.both_backends
 
@@ -20,7 +20,6 @@ async def create(client, name: str, prefix: str = "/api/v1") -> dict:
     resp = await client.post(f"{prefix}/users", json={"name": name})
     assert resp.status == 201, await resp.text()
     return await resp.json()
-
 
 
 # -- the happy path ------------------------------------------------------------------------------

@@ -6,17 +6,18 @@ import json
 
 import jsonschema
 import pytest
+from support import assert_problem, make_test_config
 
 from server.app import create_app
 from server.controllers.bar import POST_BAR_SCHEMA
-from server.middlewares.validation import CompiledSchema, body_schema, request_schemas
-from support import assert_problem, make_test_config
+from server.routing.meta import schemas_of as request_schemas
+from server.routing.schemas import CompiledSchema
+from server.routing.stamps import body_schema
 
 VALID_BAR = {"hello": "there", "world": [{"color": "red", "size": 1.5}, {"color": "blue"}]}
 
 
-
-# --- POST /api/v*/bar: the contract's route, with its module-level hook ------------------------
+# --- POST /api/v*/bar: the contract's route, with its declared hook ------------------------------
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -44,8 +45,10 @@ async def test_bar_keeps_the_order_and_extra_fields_are_allowed(client):
         ({"hello": "x", "world": [{"size": 1}]}, ["/world/0"]),
         ({"hello": "x", "world": [{"color": "red", "size": "big"}]}, ["/world/0/size"]),
         ({"hello": "x", "world": [{"color": "red"}, "blue"]}, ["/world/1"]),
-        ({"hello": None, "world": [{"color": 1}, {"color": "a", "size": True}]},
-         ["/hello", "/world/0/color", "/world/1/size"]),
+        (
+            {"hello": None, "world": [{"color": 1}, {"color": "a", "size": True}]},
+            ["/hello", "/world/0/color", "/world/1/size"],
+        ),
         ([VALID_BAR], [""]),
         ("hello", [""]),
         (None, [""]),
@@ -72,10 +75,20 @@ async def test_bar_lists_every_violation(client):
 
 
 async def test_not_json_is_400(client):
-    for raw in (b"{", b"", b"{'hello': 1}", b"\xff\xfe\x00", b"[1,]", b'{"a": NaN}', b"Infinity",
-                b"[" * 100_000 + b"]" * 100_000, b'{"hello": "\\ud800", "world": [{"color": "x"}]}',
-                b'{"hello": "x", "world": [{"color": "\\uDC00 \\ud83d"}]}', b'"\xed\xa0\x80"',
-                b"\xef\xbb\xbf{}"):
+    for raw in (
+        b"{",
+        b"",
+        b"{'hello': 1}",
+        b"\xff\xfe\x00",
+        b"[1,]",
+        b'{"a": NaN}',
+        b"Infinity",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"hello": "\\ud800", "world": [{"color": "x"}]}',
+        b'{"hello": "x", "world": [{"color": "\\uDC00 \\ud83d"}]}',
+        b'"\xed\xa0\x80"',
+        b"\xef\xbb\xbf{}",
+    ):
         resp = await client.post("/api/v1/bar", data=raw, headers={"Content-Type": "application/json"})
         body = await resp.json()
         assert_problem(resp, body, 400)
@@ -91,8 +104,13 @@ async def test_escaped_pairs_and_backslashes_are_fine(client):
 
 async def test_wrong_content_type_is_415(client):
     raw = json.dumps(VALID_BAR).encode()
-    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/xml",
-                         "multipart/form-data; boundary=x", "application/jsonx"):
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+    ):
         resp = await client.post("/api/v1/bar", data=raw, headers={"Content-Type": content_type})
         assert_problem(resp, await resp.json(), 415)
     resp = await client.post("/api/v1/bar", data=raw)  # aiohttp sends application/octet-stream
@@ -131,7 +149,7 @@ async def test_default_answer_is_422_problem_details_with_pointers(sample_client
     assert all(set(e) == {"pointer", "detail"} for e in body["errors"])
 
 
-async def test_a_module_hook_may_decline(sample_client):
+async def test_a_declared_hook_may_decline(sample_client):
     resp = await sample_client.put("/sample/notes", json={"text": 5})
     body = await resp.json()
     assert_problem(resp, body, 422)
@@ -153,12 +171,19 @@ async def test_formats_are_checked(sample_client):
 
 async def test_query_parameters_are_coerced(sample_client):
     resp = await sample_client.get(
-        "/sample/items", params=[("kind", "a"), ("limit", "10"), ("offset", "0"), ("ratio", "0.5"),
-                                 ("flag", "true"), ("tag", "x"), ("tag", "y")]
+        "/sample/items",
+        params=[
+            ("kind", "a"),
+            ("limit", "10"),
+            ("offset", "0"),
+            ("ratio", "0.5"),
+            ("flag", "true"),
+            ("tag", "x"),
+            ("tag", "y"),
+        ],
     )
     assert resp.status == 200
-    assert await resp.json() == {"kind": "a", "limit": 10, "offset": 0, "ratio": 0.5, "flag": True,
-                                 "tag": ["x", "y"]}
+    assert await resp.json() == {"kind": "a", "limit": 10, "offset": 0, "ratio": 0.5, "flag": True, "tag": ["x", "y"]}
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-
-from server.app import create_app
-from server.controllers.versions import describe_routes
-from server.middlewares.validation import CompiledSchema, request_schemas
-from server.openapi import route_operations
 from schema_strategies import documents
 from support import make_test_config
 from validation_app import PREFIX, build_sample_app
+
+from server.app import create_app
+from server.routing.meta import schemas_of as request_schemas
+from server.routing.openapi import route_operations
+from server.routing.schemas import CompiledSchema
+from server.routing.versions import describe_routes
 
 
 def app_schemas() -> list[tuple[str, CompiledSchema]]:
@@ -39,8 +40,12 @@ def test_the_app_has_schemas_of_every_kind():
 def test_fast_and_full_validators_agree(compiled):
     seen = {True: 0, False: 0}
 
-    @settings(max_examples=300, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
     @given(documents(compiled.schema))
     def check(document):
         fast = compiled.fast.is_valid(document)

@@ -1,4 +1,4 @@
-"""Worker processes (`python -m server worker`, `saq server.workers.settings.default`): crashes, Redis outages, signals."""
+"""Worker processes (`python -m server worker`, the `saq` CLI settings): crashes, Redis outages, signals."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from fixtures_jobs import (
     wait_for_job,
     write_config,
 )
+
 from server.config import PROJECT_ROOT
 from server.keys import QUEUES_KEY
 
@@ -71,7 +72,8 @@ async def test_an_idle_worker_does_not_spin_while_redis_is_down_and_recovers(
     await asyncio.sleep(3)
     used = proc.cpu_seconds() - before
     assert proc.proc.poll() is None, proc.log()
-    # Spinning on ConnectionError burns a whole core (NOTES.md §1e); backing off uses almost none.
+    # Spinning on ConnectionError burns a whole core, backing off almost none
+    # (docs/decisions.md, "Redis down: workers back off").
     assert used < 1.0, f"worker used {used:.2f} s of CPU in 3 s with Redis down"
 
     private_redis.start()
@@ -87,7 +89,10 @@ async def test_the_saq_cli_runs_our_settings_and_stops_promptly_on_sigterm(tmp_p
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "saq", "server.workers.settings.default", "-v"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         await wait_for_workers(jobs_client, "default")
@@ -112,7 +117,11 @@ def test_worker_command_refuses_an_unknown_queue(tmp_path, redis_url):
     path = write_config(tmp_path / "c.yaml", config)
     result = subprocess.run(
         [sys.executable, "-m", "server", "--config", str(path), "worker", "--queue", "urgent"],
-        cwd=PROJECT_ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "unknown queue 'urgent'" in result.stderr

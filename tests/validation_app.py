@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.helpers.errors import ValidationFailed
+from server.errors import ValidationFailed
 from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
-from server.middlewares.validation import body_schema, path_schema, query_schema, validation
-from server.openapi import describe
+from server.middlewares.validation import validation
+from server.routing.stamps import body_schema, describe, path_schema, query_schema
 
 PREFIX = "/sample"
 
@@ -66,15 +66,15 @@ async def post_note(request: web.Request) -> web.Response:
     return web.json_response(request[BODY_KEY], status=201)
 
 
+def put_schema_validation_error(request: web.Request, error: ValidationFailed) -> None:
+    """A hook that declines: the default 422 answers."""
+    return None
+
+
 @routes.put("/notes", name="sample-notes-put")
-@body_schema(NOTE_SCHEMA)
+@body_schema(NOTE_SCHEMA, on_invalid=put_schema_validation_error)
 async def put_note(request: web.Request) -> web.Response:
     return web.json_response(request[BODY_KEY])
-
-
-def put_schema_validation_error(request: web.Request, error: ValidationFailed) -> None:
-    """A module hook that declines: the default 422 answers."""
-    return None
 
 
 @routes.view("/views/{name}", name="sample-view")
@@ -107,7 +107,7 @@ class NoteView(web.View):
 
     @body_schema(NOTE_SCHEMA)
     async def put(self) -> web.Response:
-        """No hook on the class: the module's put hook declines, so the default 422 answers"""
+        """No hook on the class: the default 422 answers"""
         return web.json_response({"note": self.request[BODY_KEY]})
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
-from server.helpers.errors import ValidationFailed
+from server.errors import ValidationFailed
 from server.keys import BODY_KEY
-from server.middlewares.validation import body_schema
-from server.openapi import describe
+from server.routing.stamps import body_schema, describe
 
 routes = web.RouteTableDef()
 
@@ -66,21 +65,23 @@ def summarize_bar(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"hello": "world", "count": len(colors), "data": colors}
 
 
-@routes.post("/bar", name="bar")
-@body_schema(POST_BAR_SCHEMA)
-@describe(
-    summary="Count the items of a world and list their colors",
-    responses={
-        200: {"description": "The count and the colors, in order", "schema": BAR_RESULT_SCHEMA},
-        422: {"description": "The body does not match the schema (this route's own shape)",
-              "schema": BAR_FAILURE_SCHEMA},
-    },
-)
-async def post_bar(request: web.Request) -> web.Response:
-    return web.json_response(summarize_bar(request[BODY_KEY]))
-
-
 async def post_schema_validation_error(request: web.Request, error: ValidationFailed) -> web.Response:
     """The old boilerplate's answer to a body that fails the schema, kept for its clients."""
     body = {"success": False, "message": error.detail, "errors": error.errors}
     return web.json_response(body, status=422)
+
+
+@routes.post("/bar", name="bar")
+@body_schema(POST_BAR_SCHEMA, on_invalid=post_schema_validation_error)
+@describe(
+    summary="Count the items of a world and list their colors",
+    responses={
+        200: {"description": "The count and the colors, in order", "schema": BAR_RESULT_SCHEMA},
+        422: {
+            "description": "The body does not match the schema (this route's own shape)",
+            "schema": BAR_FAILURE_SCHEMA,
+        },
+    },
+)
+async def post_bar(request: web.Request) -> web.Response:
+    return web.json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))

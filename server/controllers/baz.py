@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from server.controllers.versions_base import api_version
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.middlewares.cache import cached
+from server.routing.stamps import cached
+from server.routing.versions import api_version
 from server.services.cat_facts import fetch_cat_fact
 from server.workers.enqueue import enqueue
 

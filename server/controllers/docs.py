@@ -9,9 +9,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from server.controllers.versions import describe_routes
 from server.keys import OPENAPI_KEY
-from server.openapi import build_openapi, describe
+from server.routing.openapi import build_openapi
+from server.routing.stamps import describe
+from server.routing.versions import describe_routes
 
 routes = web.RouteTableDef()
 
@@ -41,12 +42,11 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
     """The app's document, built once: the router is frozen once the app serves."""
     cache = app[OPENAPI_KEY]
     if "document" not in cache:
-        document = build_openapi(
-            describe_routes(app), title=TITLE, version=package_version(), description=DESCRIPTION
-        )
+        document = build_openapi(describe_routes(app), title=TITLE, version=package_version(), description=DESCRIPTION)
         cache["json"] = json.dumps(document, indent=1).encode()
         cache["document"] = document
-    return cache["document"]
+    built: dict[str, Any] = cache["document"]
+    return built
 
 
 @routes.get("/openapi.json", name="openapi")
@@ -80,23 +80,38 @@ def docs_context(document: dict[str, Any]) -> dict[str, Any]:
                 if name is not None:
                     response = {**components["responses"][name], "component": name}
                 contents = [
-                    {"type": media_type, "ref": _ref_name(media.get("schema")),
-                     "schema": None if _ref_name(media.get("schema")) else _pretty(media.get("schema"))}
+                    {
+                        "type": media_type,
+                        "ref": _ref_name(media.get("schema")),
+                        "schema": None if _ref_name(media.get("schema")) else _pretty(media.get("schema")),
+                    }
                     for media_type, media in response.get("content", {}).items()
                 ]
-                responses.append({"code": code, "description": response.get("description", ""),
-                                  "component": response.get("component"), "contents": contents})
+                responses.append(
+                    {
+                        "code": code,
+                        "description": response.get("description", ""),
+                        "component": response.get("component"),
+                        "contents": contents,
+                    }
+                )
             body = None
             if "requestBody" in operation:
                 schema = operation["requestBody"]["content"]["application/json"]["schema"]
                 name = _ref_name(schema)
                 body = {"ref": name, "schema": _pretty(components["schemas"][name] if name else schema)}
-            groups.setdefault(operation["tags"][0], []).append({
-                "id": operation["operationId"], "method": method.upper(), "path": path,
-                "summary": operation.get("summary", ""), "description": operation.get("description", ""),
-                "parameters": [{**p, "schema": _pretty(p["schema"])} for p in operation.get("parameters", [])],
-                "body": body, "responses": responses,
-            })
+            groups.setdefault(operation["tags"][0], []).append(
+                {
+                    "id": operation["operationId"],
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": operation.get("summary", ""),
+                    "description": operation.get("description", ""),
+                    "parameters": [{**p, "schema": _pretty(p["schema"])} for p in operation.get("parameters", [])],
+                    "body": body,
+                    "responses": responses,
+                }
+            )
     return {
         "info": document["info"],
         "openapi": document["openapi"],

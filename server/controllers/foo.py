@@ -10,10 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from server.controllers.versions_base import api_version
-from server.helpers.errors import InvalidInput
-from server.keys import DB_KEY, HONEYBADGER_KEY
+from server.errors import InvalidInput
+from server.keys import DB_KEY, REPORTER_KEY
+from server.middlewares.reporting import notify_from_request
 from server.models.user import User
+from server.routing.versions import api_version
 
 routes = web.RouteTableDef()
 
@@ -36,12 +37,10 @@ def wants_notice(request: web.Request) -> bool:
 
 def send_foo_notice(request: web.Request) -> str | None:
     """The old `honeybadger.notify(error_class=..., error_message=...)` example: the notice id, or None."""
-    reporter = request.config_dict.get(HONEYBADGER_KEY)
+    reporter = request.config_dict.get(REPORTER_KEY)
     if reporter is None:
         return None
-    return reporter.notify(
-        "FooNotice", "GET foo asked for a test notice", request=request, tags=("custom",),
-    )
+    return notify_from_request(reporter, request, "FooNotice", "GET foo asked for a test notice", tags=("custom",))
 
 
 async def foo_payload(request: web.Request) -> dict[str, Any]:

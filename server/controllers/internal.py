@@ -1,4 +1,4 @@
-"""The internal pages (protected by middlewares.auth): SAQ's dashboard at /internal/saq/, the failed jobs, circus status."""
+"""The internal pages behind Basic auth: SAQ's dashboard at /internal/saq/, the failed jobs, circus status."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from saq.web import aiohttp as saq_web
 from saq.web.common import STATIC_PATH, render
 
 from server.config import Config
-from server.helpers.errors import NotFound, ServiceUnavailable
-from server.keys import CONFIG_KEY, REDIS_KEY
+from server.errors import NotFound, ServiceUnavailable
+from server.keys import CONFIG_KEY, REDIS_KEY, SAQ_APP_JS_KEY
 from server.middlewares.auth import INTERNAL_PREFIX, internal_auth, under_prefix
 from server.services.circus_status import CircusUnavailable, read_circus_status
+from server.services.queues import build_queues
 from server.workers.failures import recent_failures
-from server.workers.queues import build_queues
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -29,7 +29,6 @@ routes = web.RouteTableDef()
 SAQ_PREFIX = "/internal/saq"
 # SAQ's app.js links a job's queue from the site root; under a prefix that link must carry it.
 _APP_JS_FIX = ('href: "/queues/" + job.queue', 'href: root_path + "/queues/" + job.queue')
-APP_JS_KEY = web.AppKey("saq_app_js", bytearray)
 
 
 @routes.get("/internal/jobs/failed", name="failed-jobs")
@@ -46,7 +45,8 @@ async def get_failed_jobs(request: web.Request) -> dict[str, Any]:
         at = entry.get("at")
         entry["at_text"] = (
             datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            if isinstance(at, (int, float)) else "?"
+            if isinstance(at, (int, float))
+            else "?"
         )
     return {"entries": entries, "keep": config.queue.failed_keep}
 
@@ -99,8 +99,9 @@ def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
     """SAQ's web UI as a sub-app to mount at `prefix`, with its own queue objects.
 
     SAQ's handlers serve the JSON API and static files; the HTML is rendered here with the
-    prefix as root_path (SAQ renders it for the site root, NOTES.md §1a). The queues are the
-    dashboard's own: whoever holds a queue closes its Redis client on disconnect.
+    prefix as root_path (SAQ renders it for the site root; docs/decisions.md, "SAQ: the
+    dashboard under a prefix"). The queues are the dashboard's own: whoever holds a queue
+    closes its Redis client on disconnect.
     """
     app = web.Application(middlewares=[dashboard_errors])
     app[saq_web.QUEUES_KEY] = {}
@@ -110,20 +111,20 @@ def saq_dashboard(config: Config, prefix: str = SAQ_PREFIX) -> web.Application:
         return web.Response(text=html, content_type="text/html")
 
     async def app_js(request: web.Request) -> web.Response:
-        return web.Response(body=bytes(request.app[APP_JS_KEY]), content_type="application/javascript")
+        return web.Response(body=bytes(request.app[SAQ_APP_JS_KEY]), content_type="application/javascript")
 
     async def dashboard_ctx(sub: web.Application) -> AsyncIterator[None]:
         queues = build_queues(config, worker=False)
         sub[saq_web.QUEUES_KEY].update(queues)
         script = await asyncio.to_thread((STATIC_PATH / "app.js").read_text, "utf-8")
-        sub[APP_JS_KEY][:] = script.replace(*_APP_JS_FIX).encode()
+        sub[SAQ_APP_JS_KEY][:] = script.replace(*_APP_JS_FIX).encode()
         try:
             yield
         finally:
             sub[saq_web.QUEUES_KEY].clear()
             await queues.disconnect()
 
-    app[APP_JS_KEY] = bytearray()
+    app[SAQ_APP_JS_KEY] = bytearray()
     app.cleanup_ctx.append(dashboard_ctx)
     app.add_routes(
         [
@@ -151,8 +152,8 @@ def mount_internal(app: web.Application, config: Config) -> None:
     internal = web.Application(middlewares=[internal_auth])
     for route in routes:
         assert isinstance(route, web.RouteDef) and under_prefix(route.path, INTERNAL_PREFIX), route
-        path = route.path[len(INTERNAL_PREFIX):] or "/"
+        path = route.path[len(INTERNAL_PREFIX) :] or "/"
         internal.router.add_route(route.method, path, route.handler, **route.kwargs)
     if config.internal.password:
-        internal.add_subapp(SAQ_PREFIX[len(INTERNAL_PREFIX):], saq_dashboard(config))
+        internal.add_subapp(SAQ_PREFIX[len(INTERNAL_PREFIX) :], saq_dashboard(config))
     app.add_subapp(INTERNAL_PREFIX, internal)

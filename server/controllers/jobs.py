@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from aiohttp import web
 from saq.job import Job
 
-from server.helpers.errors import NotFound
+from server.errors import NotFound
 from server.keys import PATH_KEY
-from server.middlewares.validation import path_schema
+from server.routing.stamps import path_schema
 from server.workers.enqueue import find_job
-from server.workers.queues import describe_job
 
 routes = web.RouteTableDef()
 
@@ -30,10 +32,33 @@ JOB_PATH_SCHEMA = {
 }
 
 
-def job_link(request: web.Request, job: Job) -> dict[str, str]:
-    """`{"key", "url"}` of a job, the URL under the API version serving this request."""
-    url = request.app.router["job-detail"].url_for(key=job.key)
-    return {"key": job.key, "url": str(url)}
+def _timestamp(ms: int) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def error_summary(error: str | None) -> str | None:
+    """The last line of a stored traceback ("ValueError: bad"), never the traceback itself."""
+    if not error:
+        return None
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def describe_job(job: Job) -> dict[str, Any]:
+    """The public view of a job, as GET /api/v1/jobs/{key} answers it."""
+    return {
+        "key": job.key,
+        "function": job.function,
+        "status": job.status.value,
+        "result": job.result,
+        "error": error_summary(job.error),
+        "attempts": job.attempts,
+        "queued": _timestamp(job.queued),
+        "started": _timestamp(job.started),
+        "completed": _timestamp(job.completed),
+    }
 
 
 @routes.get("/jobs/{key}", name="job-detail")

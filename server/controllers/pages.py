@@ -9,9 +9,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from server.controllers.versions import API_VERSIONS, describe_routes
+from server.controllers.versions import API_VERSIONS
 from server.keys import CONFIG_KEY, DB_KEY, REDIS_KEY
-from server.openapi import describe
+from server.routing.stamps import describe
+from server.routing.versions import describe_routes
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -20,8 +21,10 @@ READY_CHECK_TIMEOUT = 2.0
 
 
 @routes.get("/", name="index")
-@describe(summary="Home page: the API versions and their routes",
-          responses={200: {"description": "HTML page", "content": {"text/html": {}}}})
+@describe(
+    summary="Home page: the API versions and their routes",
+    responses={200: {"description": "HTML page", "content": {"text/html": {}}}},
+)
 @aiohttp_jinja2.template("index.html")
 async def get_index(request: web.Request) -> dict[str, Any]:
     infos = describe_routes(request.app)

@@ -7,9 +7,9 @@ from typing import Any, cast
 from aiohttp import web
 
 from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
-from server.middlewares.cache import cached, invalidate_namespace
-from server.middlewares.validation import body_schema, path_schema, query_schema
+from server.middlewares.cache import invalidate_namespace
 from server.models.user import User
+from server.routing.stamps import body_schema, cached, path_schema, query_schema
 
 routes = web.RouteTableDef()
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from server.keys import CONFIG_KEY
@@ -22,8 +20,6 @@ from server.keys import CONFIG_KEY
 INTERNAL_PREFIX = "/internal"
 INTERNAL_REALM = "internal"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
 
 
 def under_prefix(path: str, prefix: str) -> bool:
@@ -88,9 +84,7 @@ def basic_auth(prefix: str = INTERNAL_PREFIX, realm: str = INTERNAL_REALM) -> Mi
         internal = request.config_dict[CONFIG_KEY].internal
         if not internal.password:
             raise web.HTTPNotFound()
-        if not credentials_match(
-            request.headers.get(hdrs.AUTHORIZATION), internal.username, internal.password
-        ):
+        if not credentials_match(request.headers.get(hdrs.AUTHORIZATION), internal.username, internal.password):
             raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: challenge})
         if request.method not in SAFE_METHODS and _cross_origin(request):
             raise web.HTTPForbidden(text="cross-site requests to internal pages are refused")

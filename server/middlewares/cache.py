@@ -1,4 +1,4 @@
-"""Response caching in Redis: a `@cached(...)` stamp per route, one middleware, namespace invalidation.
+"""Response caching in Redis: one middleware serving the routes stamped `@cached(...)`, and namespace invalidation.
 
 A stamped GET/HEAD route is answered from Redis when a valid entry exists (`X-Cache: HIT`, one
 round trip), else from its handler (`MISS`), whose 200 answer is stored for the route's TTL.
@@ -15,90 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
+from server.cache.policy import CachePolicy
+from server.cache.store import REDIS_ERRORS, Entry, ResponseCache, invalidate
 from server.config import CacheConfig
-from server.helpers.response_cache import REDIS_ERRORS, Entry, ResponseCache, invalidate
-from server.keys import API_VERSION_KEY, CACHE_KEY, CONFIG_KEY, REDIS_KEY
-from server.middlewares.validation import route_handler
+from server.keys import API_VERSION_KEY, CACHE_KEY
+from server.routing.meta import meta_for
 
 log = logging.getLogger(__name__)
 
-H = TypeVar("H", bound=Callable[..., Any])
-
-STAMP = "__cache_policy__"
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
-# Headers of a handler's answer kept in the entry besides Content-Type (a route may add more).
-STORED_HEADERS = ("Content-Language", "ETag", "Last-Modified", "Link")
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # First poll of a waiting miss, and the cap of its doubling.
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
-    """What `@cached` declares for a route."""
-
-    ttl: int | None
-    vary_query: bool | frozenset[str]
-    vary_headers: tuple[str, ...]
-    namespace: str
-    store_headers: tuple[str, ...]
-    vary: str | None  # the Vary header answers carry
-
-
-def cached(
-    ttl: int | None = None,
-    *,
-    vary_query: bool | Iterable[str] = True,
-    vary_headers: Iterable[str] = (),
-    namespace: str = "default",
-    store_headers: Iterable[str] = (),
-) -> Callable[[H], H]:
-    """Cache the route's 200 answers in Redis.
-
-    `ttl` in seconds (None: `cache.default_ttl`); `vary_query` True keys on every query
-    parameter, False on none, a list of names on those only; `vary_headers` request headers
-    that change the answer (also sent as `Vary`); `namespace` groups entries for
-    `invalidate_namespace`; `store_headers` answer headers kept besides the defaults.
-    Raises ValueError for a bad declaration, when decorating.
-    """
-    if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
-        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
-    if not _NAMESPACE.fullmatch(namespace):
-        raise ValueError(f"namespace must match {_NAMESPACE.pattern}, got {namespace!r}")
-    if isinstance(vary_query, str):
-        raise ValueError("vary_query takes True, False or a list of parameter names, not a string")
-    query: bool | frozenset[str] = vary_query if isinstance(vary_query, bool) else frozenset(vary_query)
-    headers = tuple(vary_headers)
-    policy = CachePolicy(
-        ttl=ttl,
-        vary_query=query,
-        vary_headers=headers,
-        namespace=namespace,
-        store_headers=(*STORED_HEADERS, *store_headers),
-        vary=", ".join(headers) or None,
-    )
-
-    def stamp(handler: H) -> H:
-        setattr(handler, STAMP, policy)
-        return handler
-
-    return stamp
-
-
-def cache_policy(handler: Any) -> CachePolicy | None:
-    return getattr(handler, STAMP, None) if handler is not None else None
 
 
 def _query_part(request: web.Request, vary_query: bool | frozenset[str]) -> str:
@@ -127,9 +63,7 @@ def request_key(request: web.Request, policy: CachePolicy) -> str:
         key = f"{key}?{query}"
     if policy.vary_headers:
         headers = request.headers
-        key += "".join(
-            f"|{h}={quote(headers[h], safe='')}" if h in headers else f"|{h}" for h in policy.vary_headers
-        )
+        key += "".join(f"|{h}={quote(headers[h], safe='')}" if h in headers else f"|{h}" for h in policy.vary_headers)
     return key
 
 
@@ -294,17 +228,11 @@ async def serve_cached(request: web.Request, handler: Handler, policy: CachePoli
 
 @web.middleware
 async def cache(request: web.Request, handler: Handler) -> web.StreamResponse:
-    policy = cache_policy(route_handler(request))
+    route = meta_for(request)
+    policy = route.cache if route is not None else None
     if policy is None or request.method not in CACHEABLE_METHODS:
         return await handler(request)
     return await serve_cached(request, handler, policy)
-
-
-async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The response cache on the app's Redis client (after redis_ctx); it holds no resource."""
-    config = app[CONFIG_KEY]
-    app[CACHE_KEY] = ResponseCache(app[REDIS_KEY], config.cache, timeout=config.redis.socket_timeout)
-    yield
 
 
 async def invalidate_namespace(

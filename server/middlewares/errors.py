@@ -7,9 +7,10 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.helpers.errors import DomainError
-from server.helpers.problems import problem
+from server.errors import DomainError
 from server.keys import REPORTER_KEY
+from server.middlewares.problems import problem
+from server.middlewares.reporting import report_request_error
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except DomainError as exc:
         return problem(
-            request, exc.status, exc.title, detail=exc.detail, type=exc.type,
-            errors=exc.errors, headers=exc.headers,
+            request,
+            exc.status,
+            exc.title,
+            detail=exc.detail,
+            type=exc.type,
+            errors=exc.errors,
+            headers=exc.headers,
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -40,7 +46,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         reporter = request.config_dict.get(REPORTER_KEY)
         if reporter is not None:
             try:
-                reporter(request, exc)
+                report_request_error(reporter, request, exc)
             except Exception:
                 log.exception("error reporter failed")
         return problem(request, 500, "Internal Server Error", detail="The server failed to handle the request.")

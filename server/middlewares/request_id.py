@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
-import logging
 import os
 import re
 
@@ -11,26 +9,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.keys import REQUEST_ID_KEY
+from server.log_context import current_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-
-
-def install_log_record_factory() -> None:
-    """Give every log record a `request_id` (the request being handled, or '-'). Idempotent."""
-    previous = logging.getLogRecordFactory()
-    if getattr(previous, "adds_request_id", False):
-        return
-
-    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        record.request_id = current_request_id.get()
-        return record
-
-    factory.adds_request_id = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
 
 
 def incoming_or_new(value: str | None) -> str:

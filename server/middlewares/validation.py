@@ -1,132 +1,26 @@
-"""Request validation: JSON Schemas stamped on handlers, checked by one middleware before the handler."""
+"""Request validation: one middleware checks the schemas a route declared (routing/stamps.py) before its handler.
 
-# Decorators (`body_schema`, `query_schema`, `path_schema`) stamp handlers; the middleware reads
-# the stamps from `request.match_info.handler`, so decorator order does not matter and class-based
-# views work (stamp their methods). See `CompiledSchema` for the two validators and `find_hook`
-# for the hooks that may answer a failed body instead of the default 422.
+It reads the route's RouteMeta (`meta_for`), so decorator order does not matter and class-based
+views work (stamp their methods). A body failing its schema is answered by the route's
+`on_invalid` hook when it declares one (see `invalid_hook`), else by the default 422.
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
-import logging
 import math
 import re
-import sys
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-import jsonschema_rs
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from jsonschema import Draft202012Validator
 
-from server.helpers.errors import InvalidInput, NotFound, UnsupportedMediaType, ValidationFailed
+from server.errors import InvalidInput, NotFound, UnsupportedMediaType, ValidationFailed
 from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
-
-log = logging.getLogger(__name__)
-
-H = TypeVar("H", bound=Callable[..., Any])
-
-STAMP = "__request_schemas__"
-KINDS = ("path", "query", "body")
-
-# One violation: the path into the instance (keys and indexes) and a message.
-Violation = tuple[list[str | int], str]
-ValidationHook = Callable[[web.Request, ValidationFailed], Any]
-
-
-class CompiledSchema:
-    """A JSON Schema compiled once: the schema itself (for OpenAPI), a fast and a full validator.
-
-    Both are Draft 2020-12 with format checking on. `jsonschema_rs` answers "valid?" on every
-    request in under a microsecond; the reference `jsonschema` only runs on a document already
-    known to be invalid, to list every violation with its path.
-    """
-
-    __slots__ = ("schema", "fast", "full")
-
-    # Counts every compilation in the process, so tests can prove requests never compile.
-    compilations: ClassVar[int] = 0
-
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        Draft202012Validator.check_schema(schema)  # a broken schema fails at import, not per request
-        self.schema = schema
-        # offline: a remote $ref must never turn into a blocking download.
-        self.fast = jsonschema_rs.Draft202012Validator(schema, validate_formats=True, offline=True)
-        self.full = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        CompiledSchema.compilations += 1
-
-    def is_valid(self, instance: Any) -> bool:
-        """The yes/no answer, from the compiled Rust validator."""
-        return self.fast.is_valid(instance)
-
-    def errors(self, instance: Any) -> list[Violation]:
-        """Every violation as (path, message), sorted by path; empty when valid."""
-        if self.fast.is_valid(instance):
-            return []
-        found: list[Violation] = [
-            (list(e.absolute_path), e.message) for e in self.full.iter_errors(instance)
-        ]
-        if not found:
-            # The two disagree (jsonschema's "email" format only looks for an "@"): the fast
-            # validator decides, so let it name the violations too.
-            log.warning("jsonschema found no error where jsonschema_rs did; using the latter's")
-            found = [(list(e.instance_path), e.message) for e in self.fast.iter_errors(instance)]
-        return sorted(found, key=lambda item: [str(p) for p in item[0]])
-
-
-def json_pointer(path: list[str | int]) -> str:
-    """RFC 6901 pointer for a path into a JSON document ('' is the root)."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
-
-
-def _stamp(kind: str, schema: Mapping[str, Any]) -> Callable[[H], H]:
-    compiled = CompiledSchema(schema)
-
-    def stamp(handler: H) -> H:
-        schemas = dict(getattr(handler, STAMP, {}))
-        schemas[kind] = compiled
-        setattr(handler, STAMP, schemas)
-        return handler
-
-    return stamp
-
-
-def body_schema(schema: Mapping[str, Any]) -> Callable[[H], H]:
-    """Validate the JSON body against `schema`; the handler reads it from `request[BODY_KEY]`.
-
-    Raises `jsonschema.SchemaError` at decoration time when the schema itself is invalid.
-    """
-    return _stamp("body", schema)
-
-
-def query_schema(schema: Mapping[str, Any]) -> Callable[[H], H]:
-    """Validate query parameters (coerced to the schema's types); read them from `request[QUERY_KEY]`."""
-    return _stamp("query", schema)
-
-
-def path_schema(schema: Mapping[str, Any]) -> Callable[[H], H]:
-    """Validate path parameters (coerced); a violation answers 404; read them from `request[PATH_KEY]`."""
-    return _stamp("path", schema)
-
-
-def route_handler(request: web.Request) -> Any:
-    """The registered handler of this request, or the method of a class-based view."""
-    return method_handler(request.match_info.handler, request.method)
-
-
-def method_handler(handler: Any, method: str) -> Any:
-    """`handler` itself, or for a class-based view its method for `method` (None if it has none)."""
-    if isinstance(handler, type) and issubclass(handler, web.View):
-        return getattr(handler, method.lower(), None)
-    return handler
-
-
-def request_schemas(handler: Any) -> dict[str, CompiledSchema]:
-    """The schemas stamped on a handler, by kind ("body", "query", "path")."""
-    return getattr(handler, STAMP, {}) if handler is not None else {}
-
+from server.routing.meta import InvalidHook, RouteMeta, meta_for
+from server.routing.schemas import CompiledSchema, Violation, json_pointer
 
 _INTEGER = re.compile(r"-?[0-9]+")
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
@@ -155,16 +49,15 @@ def coerce_params(params: Mapping[str, str], schema: Mapping[str, Any]) -> dict[
     for name in params:
         prop = props.get(name, {})
         if prop.get("type") == "array":
-            values = params.getall(name) if hasattr(params, "getall") else [params[name]]  # type: ignore[attr-defined]
+            getall = getattr(params, "getall", None)  # a MultiDict: every value of a repeated name
+            values = getall(name) if getall is not None else [params[name]]
             out[name] = [_coerce_value(v, prop.get("items", {})) for v in values]
         else:
             out[name] = _coerce_value(params[name], prop)
     return out
 
 
-def _param_errors(
-    compiled: CompiledSchema, values: Mapping[str, Any], errors: list[Violation]
-) -> list[dict[str, str]]:
+def _param_errors(compiled: CompiledSchema, values: Mapping[str, Any], errors: list[Violation]) -> list[dict[str, str]]:
     """`{"parameter", "detail"}` items; errors at the root are pinned to the parameter they concern."""
     declared = compiled.schema.get("properties", {})
     required = compiled.schema.get("required", [])
@@ -180,31 +73,34 @@ def _param_errors(
     return items
 
 
-def find_hook(request: web.Request, handler: Any) -> ValidationHook | None:
+def invalid_hook(request: web.Request, route: RouteMeta) -> InvalidHook | None:
     """The hook that answers a body failing its schema instead of the default 422, if any.
 
-    - a function handler: `<method>_schema_validation_error(request, error)` in its module;
-    - a class-based view: the method of that name on the view class, either an instance method
-      `(self, error)` (the view is built for the request, so `self.request` is there) or a
-      staticmethod/classmethod `(request, error)`; without one, its module's hook applies.
+    - declared with the schema: `@body_schema(S, on_invalid=hook)`, called as `hook(request, error)`;
+    - on a class-based view, a method named `<method>_schema_validation_error` on the view class:
+      an instance method `(self, error)` (the view is built for the request, so `self.request`
+      is there) or a staticmethod/classmethod `(request, error)`.
     `error` is the `ValidationFailed` the default answer would be built from (`.detail`,
     `.errors`). A hook returns a response (or an awaitable of one), or None for the default.
     """
-    name = f"{request.method.lower()}_schema_validation_error"
+    if route.on_invalid is not None:
+        return route.on_invalid
     registered = request.match_info.handler
-    if isinstance(registered, type):
-        attr = inspect.getattr_static(registered, name, None)
-        if isinstance(attr, (staticmethod, classmethod)):
-            return getattr(registered, name)
-        if attr is not None:
-            view_class = registered
+    if not isinstance(registered, type):
+        return None
+    name = f"{request.method.lower()}_schema_validation_error"
+    attr = inspect.getattr_static(registered, name, None)
+    if isinstance(attr, (staticmethod, classmethod)):
+        hook: InvalidHook = getattr(registered, name)
+        return hook
+    if attr is None:
+        return None
+    view_class = registered
 
-            def call_on_view(request: web.Request, error: ValidationFailed) -> Any:
-                return getattr(view_class(request), name)(error)
+    def call_on_view(request: web.Request, error: ValidationFailed) -> Any:
+        return getattr(view_class(request), name)(error)
 
-            return call_on_view
-    module = sys.modules.get(getattr(handler, "__module__", ""), None)
-    return getattr(module, name, None)
+    return call_on_view
 
 
 def is_json_content_type(content_type: str) -> bool:
@@ -266,28 +162,25 @@ async def read_json_body(request: web.Request) -> Any:
 
 @web.middleware
 async def validation(request: web.Request, handler: Handler) -> web.StreamResponse:
-    target = route_handler(request)
-    schemas = request_schemas(target)
-    if not schemas:
+    route = meta_for(request)
+    if route is None:
         return await handler(request)
 
-    path = schemas.get("path")
+    path = route.path
     if path is not None:
         values = coerce_params(request.match_info, path.schema)
         if not path.is_valid(values):
             raise NotFound(f"no such resource: {path.errors(values)[0][1]}")
         request[PATH_KEY] = values
 
-    query = schemas.get("query")
+    query = route.query
     if query is not None:
         values = coerce_params(request.query, query.schema)
         if not query.is_valid(values):
-            raise InvalidInput(
-                "invalid query parameters", errors=_param_errors(query, values, query.errors(values))
-            )
+            raise InvalidInput("invalid query parameters", errors=_param_errors(query, values, query.errors(values)))
         request[QUERY_KEY] = values
 
-    body = schemas.get("body")
+    body = route.body
     if body is not None:
         document = await read_json_body(request)
         if not body.is_valid(document):
@@ -295,13 +188,13 @@ async def validation(request: web.Request, handler: Handler) -> web.StreamRespon
                 "the request body does not match the schema",
                 errors=[{"pointer": json_pointer(p), "detail": m} for p, m in body.errors(document)],
             )
-            hook = find_hook(request, target)
+            hook = invalid_hook(request, route)
             if hook is not None:
                 answer = hook(request, failure)
                 if inspect.isawaitable(answer):
                     answer = await answer
                 if answer is not None:
-                    return answer
+                    return answer  # type: ignore[no-any-return]
             raise failure
         request[BODY_KEY] = document
 

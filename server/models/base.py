@@ -8,7 +8,6 @@ backend: what differs is asked of the database's dialect.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
 from server.models.database import Database, Row
@@ -153,11 +152,7 @@ class Model:
 
     def changes(self) -> dict[str, Any]:
         """The columns whose values differ from what was last read or written."""
-        return {
-            c: getattr(self, c)
-            for c in self.columns
-            if c not in self._saved or getattr(self, c) != self._saved[c]
-        }
+        return {c: getattr(self, c) for c in self.columns if c not in self._saved or getattr(self, c) != self._saved[c]}
 
     async def save(self, db: Database | None = None) -> None:
         """Insert the row when new, else write what changed; raises InvalidQuery, Conflict, ModelNotFound."""

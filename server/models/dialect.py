@@ -8,9 +8,9 @@ Each difference was checked on SQLite 3.40 and PostgreSQL 15 (docs/databases.md)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from server.models.sqltext import numbered_placeholders

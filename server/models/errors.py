@@ -8,7 +8,7 @@ DatabaseUnavailable (503 with Retry-After).
 
 from __future__ import annotations
 
-from server.helpers.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from server.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 
 
 class InvalidQuery(InvalidInput):

@@ -22,9 +22,19 @@ from server.models.dialect import MIGRATIONS_ROOT, SQLITE, Dialect
 from server.models.sqltext import SqlTextError, leading_words, split_script
 
 __all__ = [
-    "MIGRATIONS_ROOT", "DatabaseTooNew", "MigrationFailed", "MigrationFileError", "PendingMigrations",
-    "SchemaError", "check_schema", "load_migrations", "migrate", "migrate_command", "prepare_database",
-    "schema_version", "split_statements",
+    "MIGRATIONS_ROOT",
+    "DatabaseTooNew",
+    "MigrationFailed",
+    "MigrationFileError",
+    "PendingMigrations",
+    "SchemaError",
+    "check_schema",
+    "load_migrations",
+    "migrate",
+    "migrate_command",
+    "prepare_database",
+    "schema_version",
+    "split_statements",
 ]
 
 FILENAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -214,9 +224,7 @@ async def check_schema(db: Database, directory: Path | None = None) -> int:
     return version
 
 
-async def prepare_database(
-    db: Database, *, auto_migrate: bool, directory: Path | None = None
-) -> MigrationReport:
+async def prepare_database(db: Database, *, auto_migrate: bool, directory: Path | None = None) -> MigrationReport:
     """What start-up does: apply missing migrations when `auto_migrate`, else refuse unless up to date."""
     if auto_migrate:
         return await migrate(db, directory)
@@ -228,10 +236,7 @@ def describe(report: MigrationReport, label: str) -> str:
     """One line for people: what a migration run did."""
     if not report.applied:
         return f"database {label}: up to date at schema version {report.after}"
-    return (
-        f"database {label}: applied {', '.join(report.applied)} "
-        f"(schema version {report.before} -> {report.after})"
-    )
+    return f"database {label}: applied {', '.join(report.applied)} (schema version {report.before} -> {report.after})"
 
 
 async def migrate_command(cfg: DatabaseConfig, out: Callable[[str], object] = print) -> int:

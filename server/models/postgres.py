@@ -7,11 +7,12 @@ import contextvars
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg import exceptions as pg
+from asyncpg.pool import PoolConnectionProxy
 
 from server.models.database import Database, Params, Row, Transaction
 from server.models.dialect import POSTGRESQL
@@ -22,10 +23,17 @@ from server.models.sqltext import numbered_placeholders
 # connections, disk full, shutdown or cancelled statement, a read-only standby, and
 # serialization failures and deadlocks, which succeed when retried.
 _UNAVAILABLE = (
-    pg.PostgresConnectionError, pg.InsufficientResourcesError, pg.OperatorInterventionError,
-    pg.ReadOnlySQLTransactionError, pg.TransactionRollbackError, pg.CannotConnectNowError,
-    OSError, asyncio.TimeoutError,
+    pg.PostgresConnectionError,
+    pg.InsufficientResourcesError,
+    pg.OperatorInterventionError,
+    pg.ReadOnlySQLTransactionError,
+    pg.TransactionRollbackError,
+    pg.CannotConnectNowError,
+    OSError,
+    asyncio.TimeoutError,
 )
+# A connection lent by the pool (the only kind used here); subscripted for the type checker only.
+Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 _DRIVER_ERRORS = (pg.PostgresError, pg.InterfaceError)
 _CLOSED_MESSAGES = ("connection is closed", "pool is closing", "pool is closed", "connection was closed")
 
@@ -42,9 +50,7 @@ def translate(exc: Exception) -> Exception:
         return InvalidQuery(f"FOREIGN KEY constraint failed: {exc.constraint_name}")
     if isinstance(exc, (pg.IntegrityConstraintViolationError, pg.DataError)):
         return InvalidQuery(str(exc))
-    if isinstance(exc, _UNAVAILABLE) or (
-        isinstance(exc, pg.InterfaceError) and str(exc).startswith(_CLOSED_MESSAGES)
-    ):
+    if isinstance(exc, _UNAVAILABLE) or (isinstance(exc, pg.InterfaceError) and str(exc).startswith(_CLOSED_MESSAGES)):
         return DatabaseUnavailable(f"the database cannot answer now: {type(exc).__name__}: {exc}".rstrip(": "))
     return exc
 
@@ -70,7 +76,7 @@ class PostgresTransaction(Transaction):
 
     __slots__ = ("_conn",)
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> int:
@@ -111,7 +117,7 @@ def _mapped(exc: Exception) -> Exception:
 @dataclass(slots=True)
 class _Unit:
     task: asyncio.Task[Any] | None
-    conn: asyncpg.Connection
+    conn: Connection
     tx: PostgresTransaction
 
 
@@ -148,9 +154,7 @@ class PostgresDatabase(Database):
         }
         self._acquire_timeout = acquire_timeout
         self._pool: asyncpg.Pool | None = None
-        self._unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
-            f"db_unit_{id(self)}", default=None
-        )
+        self._unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(f"db_unit_{id(self)}", default=None)
 
     @property
     def label(self) -> str:
@@ -187,7 +191,7 @@ class PostgresDatabase(Database):
         return 0 if pool is None else pool.get_size() - pool.get_idle_size()
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(self) -> AsyncIterator[Connection]:
         try:
             conn = await self.pool.acquire(timeout=self._acquire_timeout)
         except Exception as exc:

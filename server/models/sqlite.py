@@ -20,8 +20,12 @@ log = logging.getLogger(__name__)
 
 # OperationalError messages that mean "not now" rather than "wrong SQL" (answered 503).
 _UNAVAILABLE = (
-    "database is locked", "database table is locked", "disk I/O error", "database or disk is full",
-    "attempt to write a readonly database", "unable to open database file",
+    "database is locked",
+    "database table is locked",
+    "disk I/O error",
+    "database or disk is full",
+    "attempt to write a readonly database",
+    "unable to open database file",
 )
 
 
@@ -78,7 +82,8 @@ class SQLiteDatabase(Database):
     """Owns the connections. Writes are serialised; reads run on separate connections.
 
     A single shared connection would let one request's rollback swallow another's writes, and
-    deferred transactions lose updates under concurrency (docs/databases.md, "SQLite"): every
+    deferred transactions lose updates under concurrency (docs/decisions.md, "SQLite: locking and the
+    single writer"): every
     write unit here is `BEGIN IMMEDIATE` on the one writer connection, under one lock, with
     nothing else awaited. Other processes on the same file wait for SQLite's own lock (busy_timeout).
 

@@ -128,9 +128,7 @@ def split_script(script: str) -> list[str]:
         if kind == "word":
             code_seen = True
             word = text.upper()
-            if word == "ATOMIC" and previous_word == "BEGIN":
-                atomic_depth += 1
-            elif atomic_depth and word == "CASE":
+            if (word == "ATOMIC" and previous_word == "BEGIN") or (atomic_depth and word == "CASE"):
                 atomic_depth += 1
             elif atomic_depth and word == "END":
                 atomic_depth -= 1

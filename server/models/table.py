@@ -57,9 +57,7 @@ class Table:
         """Raise InvalidQuery naming the first name that is not a declared column."""
         for name in names:
             if name not in self.column_set:
-                raise InvalidQuery(
-                    f"unknown column {shown(name)} for {self.name} (known: {', '.join(self.columns)})"
-                )
+                raise InvalidQuery(f"unknown column {shown(name)} for {self.name} (known: {', '.join(self.columns)})")
 
     def condition(self, dialect: Dialect, key: str, value: Any) -> Condition:
         """One filter (`column` or `column__operator`) as SQL; raises InvalidQuery."""
@@ -97,8 +95,10 @@ class Table:
         read their clocks (and hosts' clocks differ), and a row's updated_at must not go back.
         Its parameter is given twice.
         """
-        assignments = ", ".join(
-            f"{quote(c)} = CASE WHEN {quote(c)} > ? THEN {quote(c)} ELSE ? END" if c == never_back else f"{quote(c)} = ?"
-            for c in names
-        )
+
+        def assign(column: str) -> str:
+            q = quote(column)
+            return f"{q} = CASE WHEN {q} > ? THEN {q} ELSE ? END" if column == never_back else f"{q} = ?"
+
+        assignments = ", ".join(assign(c) for c in names)
         return f"UPDATE {self.quoted} SET {assignments} WHERE {quote(self.primary_key)} = ?{self.returning_sql}"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from server.config import CatFactsConfig
-from server.helpers.errors import UpstreamError, UpstreamTimeout
+from server.errors import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ async def fetch_cat_fact(session: aiohttp.ClientSession, config: CatFactsConfig)
                     raise
                 log.info("cat facts connection failed (%s: %s); retrying once", type(exc).__name__, exc)
             return await _get_once(session, config)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpstreamTimeout(f"the cat facts service did not answer within {config.timeout:g} s") from None
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"the cat facts service is unreachable: {type(exc).__name__}") from None

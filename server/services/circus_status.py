@@ -32,7 +32,7 @@ def _call(endpoint: str, timeout: float, message: dict[str, Any]) -> dict[str, A
 
     client = CircusClient(endpoint=endpoint, timeout=timeout)
     try:
-        answer = client.call(message)
+        answer: dict[str, Any] = client.call(message)
     except Exception as exc:  # CallError on timeout, zmq errors on a bad endpoint
         raise CircusUnavailable(f"circusd does not answer on {endpoint}: {exc}") from None
     finally:

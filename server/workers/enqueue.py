@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -11,10 +10,10 @@ from aiohttp.helpers import ChainMapProxy
 from redis.exceptions import RedisError
 from saq.job import Job
 
-from server.helpers.errors import ServiceUnavailable
+from server.errors import ServiceUnavailable
 from server.keys import CONFIG_KEY, QUEUES_KEY
-from server.middlewares.request_id import current_request_id
-from server.workers.queues import job_defaults
+from server.log_context import current_request_id
+from server.services.queues import job_defaults
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +25,7 @@ AppLike = web.Application | ChainMapProxy  # an app, or a handler's request.conf
 
 def _unavailable(action: str, exc: BaseException) -> ServiceUnavailable:
     log.warning("job queue unavailable (%s): %r", action, exc)
-    return ServiceUnavailable(
-        "The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS
-    )
+    return ServiceUnavailable("The job queue is unavailable; try again shortly.", retry_after=RETRY_AFTER_SECONDS)
 
 
 async def enqueue(app: AppLike, function: str, *, priority: str = "default", **kwargs: Any) -> Job:
@@ -52,7 +49,7 @@ async def enqueue(app: AppLike, function: str, *, priority: str = "default", **k
         job = await queue.enqueue(function, **job_kwargs)
         if job is None and "key" in job_kwargs:  # that key is already queued or running
             job = await queue.job(job_kwargs["key"])
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("enqueue", exc) from None
     if job is None:
         raise _unavailable("enqueue", LookupError(f"job {job_kwargs.get('key')} vanished"))
@@ -63,5 +60,5 @@ async def find_job(app: AppLike, key: str) -> Job | None:
     """The job with this key on any queue, or None; raises ServiceUnavailable when Redis is down."""
     try:
         return await app[QUEUES_KEY].find(key)
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise _unavailable("find", exc) from None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -23,9 +23,7 @@ MAX_ERROR_CHARS = 8000
 class JobFailureReporter(Protocol):
     """What the error-reporting layer plugs into a worker's ctx["report_job_failure"]."""
 
-    def __call__(
-        self, job: Job, exc: BaseException, *, final: bool, request_id: str | None
-    ) -> None: ...
+    def __call__(self, job: Job, exc: BaseException, *, final: bool, request_id: str | None) -> object: ...
 
 
 class JobSwept(Exception):
@@ -69,7 +67,7 @@ async def record_failure(redis: Redis, entry: dict[str, Any], *, keep: int) -> N
 
 async def recent_failures(redis: Redis, limit: int) -> list[dict[str, Any]]:
     """The newest recorded failures first. Redis errors propagate."""
-    raw = await redis.lrange(FAILED_JOBS_KEY, 0, limit - 1)
+    raw = await cast("Awaitable[list[bytes]]", redis.lrange(FAILED_JOBS_KEY, 0, limit - 1))
     entries = []
     for item in raw:
         try:
@@ -79,9 +77,7 @@ async def recent_failures(redis: Redis, limit: int) -> list[dict[str, Any]]:
     return entries
 
 
-def call_reporter(
-    reporter: Callable[..., None] | None, job: Job, exc: BaseException, *, final: bool
-) -> None:
+def call_reporter(reporter: JobFailureReporter | None, job: Job, exc: BaseException, *, final: bool) -> None:
     """Hand one failure to the reporter, if any; a failing reporter is logged, never raised."""
     if reporter is None:
         return
@@ -92,7 +88,7 @@ def call_reporter(
 
 
 async def handle_failure(
-    redis: Redis, reporter: Callable[..., None] | None, job: Job, exc: BaseException, *, keep: int
+    redis: Redis, reporter: JobFailureReporter | None, job: Job, exc: BaseException, *, keep: int
 ) -> None:
     """A job attempt raised or timed out: report it, then record it."""
     final = job.status == Status.FAILED
@@ -104,9 +100,7 @@ async def handle_failure(
         log.warning("could not record the failure of job %s: %r", job.key, err)
 
 
-async def handle_swept(
-    redis: Redis, reporter: Callable[..., None] | None, jobs: list[Job], *, keep: int
-) -> None:
+async def handle_swept(redis: Redis, reporter: JobFailureReporter | None, jobs: list[Job], *, keep: int) -> None:
     """Jobs a sweep took back from dead or stuck workers: report and record each."""
     for job in jobs:
         final = job.status == Status.ABORTED

@@ -11,9 +11,11 @@ from typing import Any
 from saq import Worker
 
 from server.config import Config
+from server.resources import WorkerResources, close_resources, open_resources
+from server.services.honeybadger.sender import HoneybadgerReporter
 from server.workers.failures import JobFailureReporter
-from server.services.honeybadger import HoneybadgerReporter
-from server.workers.settings import WorkerResources, close_resources, open_resources, worker_settings
+from server.workers.reporting import job_failure_reporter
+from server.workers.settings import worker_settings
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS
 
@@ -27,7 +29,7 @@ class WorkerGroup:
     worker would replace the previous one's); whoever owns the loop calls `stop()`.
     """
 
-    def __init__(self, workers: Sequence[Worker]) -> None:
+    def __init__(self, workers: Sequence[Worker[Any]]) -> None:
         self.workers = list(workers)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -44,7 +46,7 @@ class WorkerGroup:
         workers = []
         for name in names:
             settings = worker_settings(config, name, resources=resources, functions=functions, reporter=reporter)
-            worker = Worker(**settings)
+            worker: Worker[Any] = Worker(**settings)
             worker.SIGNALS = []
             workers.append(worker)
         return cls(workers)
@@ -97,9 +99,7 @@ async def run_worker_process(config: Config, names: Sequence[str]) -> int:
     reporter = HoneybadgerReporter(config.honeybadger)
     reporter.start()
     try:
-        group = WorkerGroup.for_queues(
-            config, names, resources=resources, reporter=reporter.report_job_failure
-        )
+        group = WorkerGroup.for_queues(config, names, resources=resources, reporter=job_failure_reporter(reporter))
         await group.start()
         log.info("worker serving queues %s", ", ".join(names))
         stop_wait = asyncio.create_task(stop.wait())

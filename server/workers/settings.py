@@ -13,21 +13,18 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import aiohttp
-from redis.asyncio import Redis
 from saq import CronJob
 from saq.job import Job
 
 from server.config import DEFAULT_CONFIG_PATH, Config, load_config
-from server.middlewares.request_id import current_request_id
-from server.models.database import Database
+from server.log_context import current_request_id
+from server.resources import WorkerResources, close_resources, open_resources
+from server.services.queues import JobQueue, concurrency_for, make_queue_client
 from server.workers.failures import JobFailureReporter, handle_failure, handle_swept, request_id_of
-from server.workers.queues import JobQueue, concurrency_for, make_queue_client
-from server.workers.reporting import make_job_failure_reporter
+from server.workers.reporting import CTX_REPORT_FAILURE, close_job_reporting, open_job_reporting
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS, record_database_stats
 
@@ -36,38 +33,12 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "SERVER_CONFIG"
 
 
-@dataclass(slots=True)
-class WorkerResources:
-    """What jobs use, the same kinds the web app opens: SQLite, Redis, an HTTP session."""
-
-    db: Database
-    redis: Redis
-    http: aiohttp.ClientSession
-
-
-async def open_resources(config: Config) -> WorkerResources:
-    """Open the resources with the web app's own factories; close them with close_resources."""
-    from server.app import make_database, make_http_session, make_redis
-
-    db = make_database(config)
-    await db.open()
-    # Off the request path, every command bounded by redis-py itself is simplest.
-    redis = make_redis(config, socket_timeout=config.redis.socket_timeout)
-    return WorkerResources(db=db, redis=redis, http=make_http_session(config))
-
-
-async def close_resources(resources: WorkerResources) -> None:
-    await resources.http.close()
-    await resources.redis.aclose()
-    await resources.db.close()
-
-
-def cron_jobs_for(config: Config, queue_name: str) -> list[CronJob]:
+def cron_jobs_for(config: Config, queue_name: str) -> list[CronJob[Any]]:
     """The periodic jobs, scheduled by the workers of the lowest-priority queue only."""
     if queue_name != config.queue.names[-1]:
         return []
     # One attempt: the next tick is the retry.
-    stats = CronJob(
+    stats: CronJob[Any] = CronJob(
         record_database_stats, cron=config.queue.stats_cron, timeout=config.queue.job_timeout, retries=1
     )
     return [stats]
@@ -86,7 +57,8 @@ def worker_settings(
 
     With `resources`, jobs use them and the worker neither opens nor closes them (the web app's,
     or a worker process's shared set); without, the worker opens its own on startup. Failures
-    go to `reporter`, by default the one `make_job_failure_reporter(config)` builds.
+    go to `reporter`; without one, the worker starts a reporter of its own on startup and
+    flushes it on shutdown.
     """
     cfg = config.queue
     if queue is None:
@@ -99,13 +71,17 @@ def worker_settings(
         else:
             shared = resources
         ctx.update(config=config, db=shared.db, redis=shared.redis, http=shared.http)
-        ctx["report_job_failure"] = reporter or make_job_failure_reporter(config)
+        if reporter is None:
+            await open_job_reporting(ctx, config.honeybadger)
+        else:
+            ctx[CTX_REPORT_FAILURE] = reporter
         queue.on_swept = partial(_on_swept, ctx)
         worker = ctx["worker"]
         if worker.SIGNALS:
             # Run by the `saq` CLI, which stops by setting the event and then waits for its upkeep
             # loops (sleeping up to a sweep interval) until the grace period runs out. This stop
-            # cancels them once no sweep runs (NOTES.md §1b). SAQ removes these handlers on exit.
+            # cancels them once no sweep runs (docs/decisions.md, "SAQ: stopping a worker"). SAQ removes these
+            # handlers on exit.
             loop = asyncio.get_running_loop()
             for signum in worker.SIGNALS:
                 loop.add_signal_handler(signum, request_stop, worker)
@@ -115,6 +91,7 @@ def worker_settings(
         owned = ctx.pop("owned_resources", None)
         if owned is not None:
             await close_resources(owned)
+        await close_job_reporting(ctx)
 
     async def before_process(ctx: dict[str, Any]) -> None:
         # Log lines of the job (and SAQ's own about it) carry the id of the request that asked for it.
@@ -124,9 +101,7 @@ def worker_settings(
         exc = ctx.get("exception")  # only when the function raised or timed out, not on cancel/abort
         if exc is None:
             return
-        await handle_failure(
-            ctx["redis"], ctx.get("report_job_failure"), ctx["job"], exc, keep=cfg.failed_keep
-        )
+        await handle_failure(ctx["redis"], ctx.get(CTX_REPORT_FAILURE), ctx["job"], exc, keep=cfg.failed_keep)
 
     return {
         "queue": queue,
@@ -149,7 +124,7 @@ async def _on_swept(ctx: dict[str, Any], queue: JobQueue, jobs: list[Job]) -> No
     redis = ctx.get("redis")
     if redis is None:  # swept before startup finished: nothing to record with
         return
-    await handle_swept(redis, ctx.get("report_job_failure"), jobs, keep=ctx["config"].queue.failed_keep)
+    await handle_swept(redis, ctx.get(CTX_REPORT_FAILURE), jobs, keep=ctx["config"].queue.failed_keep)
 
 
 def settings_for(queue_name: str) -> dict[str, Any]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from saq import Worker
 
-from server.workers.queues import JobQueue
+from server.services.queues import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,13 @@ async def _cancel_upkeep(queue: object, upkeep: list[asyncio.Task[object]]) -> N
         task.cancel()
 
 
-def request_stop(worker: Worker) -> asyncio.Task[None]:
+def request_stop(worker: Worker[Any]) -> asyncio.Task[None]:
     """Make `worker.start()` return: no new jobs; running ones get the grace period.
 
     SAQ's stop() waits for every task, including upkeep loops sleeping up to a sweep interval, so
-    a plain stop always burns the grace period (NOTES.md §1b). Those loops are cancelled here,
-    once no sweep is running; they would do nothing more anyway. Safe to call more than once.
+    a plain stop always burns the grace period (docs/decisions.md, "SAQ: stopping a worker").
+    Those loops are cancelled here, once no sweep is running; they would do nothing more anyway.
+    Safe to call more than once.
     """
     upkeep = [task for task in worker.tasks if task.get_name() != "process"]
     worker.event.set()

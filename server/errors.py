@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+# RFC 9457 problem details: how the errors middleware answers a DomainError.
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
 
 class DomainError(Exception):
     """Base of the errors the API answers with a 4xx/5xx problem; knows its status, nothing of HTTP."""

@@ -7,8 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -33,8 +32,9 @@ def make_queue_client(config: Config, *, worker: bool) -> Redis:
     """A Redis client for one SAQ queue: SAQ closes it on disconnect, so it is never the app's.
 
     Both kinds retry with exponential backoff, so an idle worker waits instead of spinning while
-    Redis is down (NOTES.md §1e). A worker's client allows its blocking dequeue and keeps retrying
-    for a few seconds; the web's gives up fast, so a request answers 503 instead of hanging.
+    Redis is down (docs/decisions.md, "Redis down: workers back off"). A worker's client allows
+    its blocking dequeue and keeps retrying for a few seconds; the web's gives up fast, so a
+    request answers 503 instead of hanging.
     """
     cfg = config.redis
     socket_timeout: float | None
@@ -50,6 +50,7 @@ def make_queue_client(config: Config, *, worker: bool) -> Redis:
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1)
     return Redis.from_url(
         cfg.url,
+        password=cfg.password or None,  # a password in the URL wins
         socket_timeout=socket_timeout,
         socket_keepalive=True,
         socket_connect_timeout=cfg.connect_timeout,
@@ -104,7 +105,9 @@ class JobQueue(RedisQueue):
 
         now = time.time()
         # job id -> "first seen|queued|attempts": a job requeued since then starts a new wait.
-        marks = {k: v.decode() for k, v in (await self.redis.hgetall(self._unstarted)).items()}
+        # (redis-py types its asyncio commands as "awaitable or value": cast to what they are.)
+        seen_before = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(self._unstarted))
+        marks = {k: v.decode() for k, v in seen_before.items()}
         unstarted_now: dict[bytes, str] = {}
         to_sweep: list[Job] = []
         missing: list[bytes] = []
@@ -114,7 +117,7 @@ class JobQueue(RedisQueue):
                 missing.append(job_id)
             elif job.status in TERMINAL_STATUSES:
                 # Finished, but left in the list by a lost race: take it out, keep its outcome.
-                await self.redis.lrem(self._active, 0, job_id)
+                await cast("Awaitable[int]", self.redis.lrem(self._active, 0, cast(str, job_id)))
             elif job.status == Status.ACTIVE:
                 if job.stuck:
                     to_sweep.append(job)
@@ -134,13 +137,14 @@ class JobQueue(RedisQueue):
                 pipe.hset(self._unstarted, mapping=unstarted_now)
                 pipe.expire(self._unstarted, int(self.UNSTARTED_GRACE * 4) + lock)
             for job_id in missing:
-                pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id)
+                pipe.lrem(self._active, 0, cast(str, job_id))
+                pipe.zrem(self._incomplete, job_id)
             await pipe.execute()
         for job_id in missing:
             log.info("sweeping missing job %s", job_id)
 
         outcomes = await asyncio.gather(*(self._take_back(job, abort) for job in to_sweep))
-        swept = [job for job, taken in zip(to_sweep, outcomes) if taken]
+        swept = [job for job, taken in zip(to_sweep, outcomes, strict=True) if taken]
         if swept and self.on_swept is not None:
             try:
                 await self.on_swept(self, swept)
@@ -155,7 +159,7 @@ class JobQueue(RedisQueue):
         await self.abort(job, error=self.swept_error_message)
         try:
             await job.refresh(abort if alive else None)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("no worker acknowledged the abort of %s", job.id)
         except RuntimeError:  # its key expired meanwhile: nothing left to take back
             return False
@@ -214,9 +218,7 @@ class JobQueues(Mapping[str, JobQueue]):
         try:
             return self._queues[priority]
         except KeyError:
-            raise UnknownPriority(
-                f"unknown priority {priority!r}; the queues are {', '.join(self._queues)}"
-            ) from None
+            raise UnknownPriority(f"unknown priority {priority!r}; the queues are {', '.join(self._queues)}") from None
 
     async def find(self, key: str) -> Job | None:
         """The job with this key on any of the queues, or None. Redis errors propagate."""
@@ -241,9 +243,7 @@ class JobQueues(Mapping[str, JobQueue]):
 def build_queues(config: Config, *, worker: bool, names: tuple[str, ...] | None = None) -> JobQueues:
     """A queue (with its own client) per configured name; lazy: nothing connects until used."""
     selected = names or config.queue.names
-    return JobQueues(
-        {name: JobQueue(make_queue_client(config, worker=worker), name) for name in selected}
-    )
+    return JobQueues({name: JobQueue(make_queue_client(config, worker=worker), name) for name in selected})
 
 
 def concurrency_for(config: Config, name: str) -> int:
@@ -260,33 +260,4 @@ def job_defaults(config: Config) -> dict[str, Any]:
         "retries": cfg.job_retries,
         "retry_delay": cfg.retry_delay,
         "retry_backoff": cfg.retry_backoff_max if cfg.retry_backoff_max > 0 else False,
-    }
-
-
-def _timestamp(ms: int) -> str | None:
-    if not ms:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def error_summary(error: str | None) -> str | None:
-    """The last line of a stored traceback ("ValueError: bad"), never the traceback itself."""
-    if not error:
-        return None
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else None
-
-
-def describe_job(job: Job) -> dict[str, Any]:
-    """The public view of a job, as GET /api/v1/jobs/{key} answers it."""
-    return {
-        "key": job.key,
-        "function": job.function,
-        "status": job.status.value,
-        "result": job.result,
-        "error": error_summary(job.error),
-        "attempts": job.attempts,
-        "queued": _timestamp(job.queued),
-        "started": _timestamp(job.started),
-        "completed": _timestamp(job.completed),
     }

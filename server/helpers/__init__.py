@@ -1,1 +1,0 @@
-"""Small pieces shared by controllers, middlewares and workers."""

@@ -1,0 +1,1 @@
+"""Per-route metadata (one RouteMeta stamp), the decorators that write it, API version mounting, and OpenAPI."""
