@@ -75,6 +75,14 @@ class RedisConfig:
     # at start-up). Under `make run` the supervised Redis requires one: see README "Security".
     password: str = ""
     password_file: str = ""
+    # Redis through Sentinel: each sentinel's "host:port" and the master's name. Then `url` only
+    # gives the database number (and a password); clients follow the master across failovers.
+    sentinels: tuple[str, ...] = ()
+    master_name: str = "mymaster"
+    sentinel_password: str = ""
+    # Whether circus runs redis-server on this host. auto: when circus.role is `all`, no sentinels
+    # are set and `url` points at this host (loopback); always; never (Redis runs elsewhere).
+    supervise: str = "auto"
 
     def effective_password(self) -> str:
         """The password clients send: the URL's, else `password` (password_file already read)."""
@@ -91,6 +99,10 @@ class CacheConfig:
     wait_timeout: float = 2.0
     # After a Redis error, cached routes skip Redis this long (answering BYPASS) before trying again.
     retry_interval: float = 1.0
+    # The cache's own Redis (an evicting one; the queue's wants noeviction and AOF): a URL, or with
+    # redis.sentinels a master name of its own. Both empty: the cache shares the queue's Redis.
+    redis_url: str = ""
+    master_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +173,10 @@ class CircusConfig:
     # relative path is relative to the config file's folder. tcp:// has no authentication at all.
     endpoint: str = "ipc://var/circus/control.sock"
     timeout: float = 2.0
+    # What this host runs: all (everything, one box), web (web processes only), worker (workers only).
+    role: str = "all"
+    # How long the launcher waits for Redis and the database to answer before it gives up.
+    wait_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +209,11 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "REDIS_URL": ("redis", "url"),
     "REDIS_PASSWORD": ("redis", "password"),
     "REDIS_PASSWORD_FILE": ("redis", "password_file"),
+    "REDIS_SENTINELS": ("redis", "sentinels"),
+    "REDIS_MASTER_NAME": ("redis", "master_name"),
+    "REDIS_SENTINEL_PASSWORD": ("redis", "sentinel_password"),
+    "REDIS_SUPERVISE": ("redis", "supervise"),
+    "CACHE_REDIS_URL": ("cache", "redis_url"),
     "CAT_FACTS_URL": ("cat_facts", "url"),
     "QUEUE_EMBEDDED_WORKER": ("queue", "embedded_worker"),
     "HONEYBADGER_API_KEY": ("honeybadger", "api_key"),
@@ -203,6 +224,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "INTERNAL_PASSWORD": ("internal", "password"),
     "INTERNAL_PASSWORD_FILE": ("internal", "password_file"),
     "CIRCUS_ENDPOINT": ("circus", "endpoint"),
+    "HOST_ROLE": ("circus", "role"),
 }
 
 _SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}  # type: ignore[misc]
@@ -258,6 +280,10 @@ def _config_schema() -> dict[str, Any]:
     props["redis"]["properties"]["url"]["pattern"] = r"^(redis|rediss|unix)://"
     props["redis"]["properties"]["socket_timeout"]["exclusiveMinimum"] = 0
     props["redis"]["properties"]["connect_timeout"]["exclusiveMinimum"] = 0
+    props["redis"]["properties"]["sentinels"]["items"]["pattern"] = r"^[^\s:]+:\d{1,5}$"
+    props["redis"]["properties"]["master_name"]["minLength"] = 1
+    props["redis"]["properties"]["supervise"]["enum"] = ["auto", "always", "never"]
+    props["cache"]["properties"]["redis_url"]["pattern"] = r"^$|^(redis|rediss|unix)://"
     props["cache"]["properties"]["default_ttl"]["minimum"] = 1
     props["cache"]["properties"]["lock_timeout"]["exclusiveMinimum"] = 0
     props["cache"]["properties"]["wait_timeout"]["minimum"] = 0
@@ -287,6 +313,8 @@ def _config_schema() -> dict[str, Any]:
     hb["flush_timeout"]["minimum"] = 0
     props["internal"]["properties"]["username"]["minLength"] = 1
     props["circus"]["properties"]["endpoint"]["pattern"] = r"^(tcp|ipc)://"
+    props["circus"]["properties"]["role"]["enum"] = ["all", "web", "worker"]
+    props["circus"]["properties"]["wait_timeout"]["exclusiveMinimum"] = 0
     return schema
 
 
@@ -312,6 +340,8 @@ def _coerce(raw: str, schema: Mapping[str, Any]) -> Any:
             return float(raw)
     except ValueError:
         return raw
+    if kind == "array":  # a comma-separated list
+        return [item.strip() for item in raw.split(",") if item.strip()]
     if kind == "boolean":
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):

@@ -16,6 +16,7 @@ from server.keys import CACHE_KEY, CONFIG_KEY, DB_KEY, HTTP_KEY, QUEUES_KEY, RED
 from server.models.backends import make_database as make_configured_database
 from server.models.database import Database
 from server.models.migrate import prepare_database
+from server.redis_clients import async_client, cache_target, queue_target
 from server.services.honeybadger.sender import HoneybadgerReporter
 from server.services.queues import build_queues
 
@@ -45,12 +46,10 @@ def make_redis(config: Config, *, socket_timeout: float | None = None) -> Redis:
     """The app's client. Connecting is bounded here; each use bounds its commands with
     `asyncio.timeout(config.redis.socket_timeout)` (the cache, /readyz, the internal pages):
     redis-py's socket_timeout would start a task per command (docs/decisions.md, "redis-py: per-command timeouts")."""
-    cfg = config.redis
-    return Redis.from_url(
-        cfg.url,
-        password=cfg.password or None,  # a password in the URL wins
+    return async_client(
+        queue_target(config.redis),
         socket_timeout=socket_timeout,
-        socket_connect_timeout=cfg.connect_timeout,
+        socket_connect_timeout=config.redis.connect_timeout,
         health_check_interval=30,
     )
 
@@ -66,10 +65,19 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The response cache on the app's Redis client (after redis_ctx); it holds no resource."""
+    """The response cache: on the app's Redis client (after redis_ctx), or on a client of the
+    cache's own Redis when one is configured (cache.redis_url, cache.master_name)."""
     config = app[CONFIG_KEY]
-    app[CACHE_KEY] = ResponseCache(app[REDIS_KEY], config.cache, timeout=config.redis.socket_timeout)
-    yield
+    target = cache_target(config)
+    own = None
+    if target is not None:
+        own = async_client(target, socket_connect_timeout=config.redis.connect_timeout, health_check_interval=30)
+    app[CACHE_KEY] = ResponseCache(own or app[REDIS_KEY], config.cache, timeout=config.redis.socket_timeout)
+    try:
+        yield
+    finally:
+        if own is not None:
+            await own.aclose()
 
 
 def make_http_session(config: Config) -> aiohttp.ClientSession:
