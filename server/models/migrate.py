@@ -239,11 +239,15 @@ def describe(report: MigrationReport, label: str) -> str:
     return f"database {label}: applied {', '.join(report.applied)} (schema version {report.before} -> {report.after})"
 
 
-async def migrate_command(cfg: DatabaseConfig, out: Callable[[str], object] = print) -> int:
-    """`python -m server migrate`: apply what is missing and say what was done; raises SchemaError."""
+async def migrate_command(cfg: DatabaseConfig, out: Callable[[str], object] = print, *, check: bool = False) -> int:
+    """`python -m server migrate [--check]`: apply what is missing (or only check) and say so; raises SchemaError."""
     db = make_database(cfg, small=True)
     await db.open()
     try:
+        if check:
+            version = await check_schema(db)
+            out(f"database {db.label}: this code can run on schema version {version}")
+            return 0
         report = await migrate(db)
     finally:
         await db.close()
