@@ -137,6 +137,26 @@ async def test_newer_database_is_refused_and_left_alone(fresh, migrations_dir, e
     assert await schema_version(fresh) == 5
 
 
+async def test_older_code_starts_on_a_schema_newer_only_by_expand_migrations(fresh, migrations_dir):
+    old_code = migrations_dir({k: THREE[k] for k in ("0001_first.sql", "0002_second.sql")})
+    expand = {
+        **THREE,
+        "0003_third.sql": "-- expand: a nullable column, older code ignores it\n" + THREE["0003_third.sql"],
+    }
+    assert [m.expand for m in load_migrations(migrations_dir(expand), fresh.dialect)] == [False, False, True]
+    await migrate(fresh, migrations_dir(expand))  # the new code's deploy step
+    if fresh.dialect is SQLITE:  # only the number is kept: any newer schema is refused
+        with pytest.raises(DatabaseTooNew):
+            await check_schema(fresh, old_code)
+        return
+    assert await check_schema(fresh, old_code) == 3  # hosts still on the old code keep starting
+    assert (await migrate(fresh, old_code)).applied == ()
+    contract = migrations_dir({**expand, "0004_drop.sql": "DROP TABLE a;"})
+    await migrate(fresh, contract)
+    with pytest.raises(DatabaseTooNew, match="0004_drop not marked -- expand"):
+        await check_schema(fresh, old_code)
+
+
 async def test_a_failing_migration_is_rolled_back_and_earlier_ones_kept(fresh, migrations_dir):
     folder = migrations_dir(
         {

@@ -46,12 +46,15 @@ class Dialect:
     create_version_table_sql: str | None
     lock_migrations_sql: str | None
     get_version_sql: str
+    # The applied migrations past a version (one parameter) that older code cannot run on (those
+    # not marked `-- expand`); None where only the number is kept (SQLite: any newer one counts).
+    breaking_after_sql: str | None
 
-    def set_version(self, version: int, name: str) -> tuple[str, tuple[Any, ...]]:
+    def set_version(self, version: int, name: str, expand: bool) -> tuple[str, tuple[Any, ...]]:
         """The statement (and its parameters) recording that migration `version` was applied."""
         if self.name == "sqlite":
             return f"PRAGMA user_version = {int(version)}", ()  # PRAGMA takes no parameters
-        return "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (int(version), name)
+        return "INSERT INTO schema_migrations (version, name, expand) VALUES (?, ?, ?)", (int(version), name, expand)
 
     def value(self, value: Any) -> Any:
         """A Python value as a parameter of this backend; raises InvalidQuery for what cannot be one."""
@@ -94,6 +97,7 @@ SQLITE = Dialect(
     create_version_table_sql=None,
     lock_migrations_sql=None,  # BEGIN IMMEDIATE already makes every other writer wait
     get_version_sql="PRAGMA user_version",
+    breaking_after_sql=None,
 )
 
 POSTGRESQL = Dialect(
@@ -108,10 +112,11 @@ POSTGRESQL = Dialect(
     migrations_dir=MIGRATIONS_ROOT / "postgresql",
     version_table_exists_sql="SELECT to_regclass('schema_migrations') IS NOT NULL",
     create_version_table_sql=(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        "version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+        "expand boolean NOT NULL DEFAULT false, applied_at timestamptz NOT NULL DEFAULT now())"
     ),
     # Any constant shared by every process of the deployment: "migrate" in ASCII.
     lock_migrations_sql="SELECT pg_advisory_xact_lock(109105103114097116)",
     get_version_sql="SELECT COALESCE(max(version), 0) FROM schema_migrations",
+    breaking_after_sql="SELECT version, name FROM schema_migrations WHERE version > ? AND NOT expand ORDER BY version",
 )

@@ -9,6 +9,7 @@ so processes on several hosts may start (and migrate) at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 from collections.abc import Callable
@@ -37,6 +38,8 @@ __all__ = [
     "split_statements",
 ]
 
+log = logging.getLogger(__name__)
+
 FILENAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # The runner owns the transaction; a migration that commits would apply half of itself.
 TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT", "START", "SAVEPOINT", "RELEASE", "VACUUM"}
@@ -62,11 +65,17 @@ class MigrationFailed(SchemaError):
     """A migration raised; its transaction was rolled back."""
 
 
+# A migration whose header says `-- expand` only adds (tables, nullable columns, indexes...):
+# code from before it keeps working on the schema it leaves (README, "Expand and contract").
+EXPAND_RE = re.compile(r"^\s*--\s*expand\b", re.IGNORECASE)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    expand: bool = False
 
     @property
     def label(self) -> str:
@@ -127,6 +136,18 @@ def _statements(path: Path, dialect: Dialect) -> tuple[str, ...]:
     return tuple(statements)
 
 
+def _marked_expand(path: Path) -> bool:
+    """Whether the comment lines heading the file include `-- expand`."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        if not line.lstrip().startswith("--"):
+            return False
+        if EXPAND_RE.match(line):
+            return True
+    return False
+
+
 def load_migrations(directory: Path, dialect: Dialect = SQLITE) -> list[Migration]:
     """Every migration in `directory`, in order; raises MigrationFileError when the set is not 1..N."""
     migrations: list[Migration] = []
@@ -134,7 +155,8 @@ def load_migrations(directory: Path, dialect: Dialect = SQLITE) -> list[Migratio
         match = FILENAME_RE.match(path.name)
         if match is None:
             raise MigrationFileError(f"{path.name}: migration files are named NNNN_name.sql (lowercase name)")
-        migrations.append(Migration(int(match.group(1)), match.group(2), _statements(path, dialect)))
+        expand = _marked_expand(path)
+        migrations.append(Migration(int(match.group(1)), match.group(2), _statements(path, dialect), expand))
     for expected, migration in enumerate(migrations, start=1):
         if migration.version != expected:
             raise MigrationFileError(
@@ -155,11 +177,33 @@ async def schema_version(db: Database) -> int:
     return await _version(db, db.dialect)
 
 
-def _too_new(db: Database, version: int, latest: int) -> DatabaseTooNew:
+def _too_new(db: Database, version: int, latest: int, breaking: str = "") -> DatabaseTooNew:
     return DatabaseTooNew(
         f"database {db.label} is at schema version {version}, newer than this code knows "
-        f"(its latest migration is {latest:04d}); run the code that migrated it, or restore a "
+        f"(its latest migration is {latest:04d}){breaking}; run the code that migrated it, or restore a "
         "backup made for this version"
+    )
+
+
+async def _refuse_unless_compatible(db: Database, reads: Reads, version: int, latest: int) -> None:
+    """Raise DatabaseTooNew unless every migration past `latest` was marked `-- expand`.
+
+    Expand-only migrations leave a schema the older code still runs on: during a rolling deploy
+    the hosts not yet updated keep starting after `migrate` ran (PostgreSQL records the mark;
+    SQLite keeps only the number, so any newer schema is refused there).
+    """
+    sql = db.dialect.breaking_after_sql
+    if sql is None:
+        raise _too_new(db, version, latest)
+    rows = await reads.fetchall(sql, (latest,))
+    if rows:
+        labels = ", ".join(f"{r[0]:04d}_{r[1]}" for r in rows)
+        raise _too_new(db, version, latest, f", and {labels} not marked -- expand")
+    log.warning(
+        "database %s is at schema version %d, past this code's %d, by expand-only migrations: starting",
+        db.label,
+        version,
+        latest,
     )
 
 
@@ -178,7 +222,7 @@ async def migrate(db: Database, directory: Path | None = None) -> MigrationRepor
     latest = len(migrations)
     before = await schema_version(db)
     if before > latest:
-        raise _too_new(db, before, latest)
+        await _refuse_unless_compatible(db, db, before, latest)
     applied: list[str] = []
     version = before
     for migration in migrations[before:]:
@@ -190,7 +234,7 @@ async def migrate(db: Database, directory: Path | None = None) -> MigrationRepor
             # Re-read under the lock: another process may have applied it since.
             version = await _version(tx, dialect)
             if version > latest:
-                raise _too_new(db, version, latest)
+                await _refuse_unless_compatible(db, tx, version, latest)
             if version >= migration.version:
                 continue
             for number, statement in enumerate(migration.statements, start=1):
@@ -201,7 +245,7 @@ async def migrate(db: Database, directory: Path | None = None) -> MigrationRepor
                         f"migration {migration.label} failed at statement {number} and was rolled back "
                         f"(database {db.label} stays at version {version}): {exc}"
                     ) from exc
-            sql, params = dialect.set_version(migration.version, migration.name)
+            sql, params = dialect.set_version(migration.version, migration.name, migration.expand)
             await tx.execute(sql, params)
             version = migration.version
         applied.append(migration.label)
@@ -214,7 +258,8 @@ async def check_schema(db: Database, directory: Path | None = None) -> int:
     latest = len(migrations)
     version = await schema_version(db)
     if version > latest:
-        raise _too_new(db, version, latest)
+        await _refuse_unless_compatible(db, db, version, latest)
+        return version
     if version < latest:
         pending = ", ".join(m.label for m in migrations[version:])
         raise PendingMigrations(
