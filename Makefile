@@ -7,7 +7,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run status stop reload test install install-test routes migrate seed clean bench
+.PHONY: run status stop reload test install install-test routes migrate seed clean bench bench-db
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,7 +70,7 @@ test: install-test
 
 ## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
 ## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).
-bench: $(STAMP_BENCH)
+define ensure_wrk
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; \
@@ -78,7 +78,17 @@ bench: $(STAMP_BENCH)
 	    echo "make bench needs wrk: install it with 'sudo apt-get install -y wrk' and run make bench again" >&2; \
 	    exit 1; \
 	  fi; }
+endef
+
+bench: $(STAMP_BENCH)
+	$(ensure_wrk)
 	$(VPY) -m bench $(ARGS)
+
+## SQLite and PostgreSQL side by side (foo, users?limit=20), each against a bare aiohttp app on the
+## same database; needs PostgreSQL's server package (as for the tests). About 3 minutes.
+bench-db: $(STAMP_BENCH)
+	$(ensure_wrk)
+	$(VPY) -m bench.databases $(ARGS)
 
 routes: install
 	$(VPY) -m server routes
