@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from server.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 
+# What a client is told when the database cannot answer; the cause goes to the log only.
+UNAVAILABLE_DETAIL = "the database cannot answer now; retry later"
+
 
 class InvalidQuery(InvalidInput):
     """An unknown column or operator, or a value the database cannot store or compare."""

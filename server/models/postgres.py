@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from asyncpg.pool import PoolConnectionProxy
 
 from server.models.database import Database, Params, Row, Transaction
 from server.models.dialect import POSTGRESQL
-from server.models.errors import DatabaseUnavailable, InvalidQuery, UniqueViolation
+from server.models.errors import UNAVAILABLE_DETAIL, DatabaseUnavailable, InvalidQuery, UniqueViolation
 from server.models.sqltext import numbered_placeholders
+
+log = logging.getLogger(__name__)
 
 # Server errors that mean "not now" (answered 503): connection lost or refused, too many
 # connections, disk full, shutdown or cancelled statement, a read-only standby, and
@@ -51,7 +54,9 @@ def translate(exc: Exception) -> Exception:
     if isinstance(exc, (pg.IntegrityConstraintViolationError, pg.DataError)):
         return InvalidQuery(str(exc))
     if isinstance(exc, _UNAVAILABLE) or (isinstance(exc, pg.InterfaceError) and str(exc).startswith(_CLOSED_MESSAGES)):
-        return DatabaseUnavailable(f"the database cannot answer now: {type(exc).__name__}: {exc}".rstrip(": "))
+        # The cause (hosts, addresses) goes to the log, not to the client.
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        return DatabaseUnavailable(UNAVAILABLE_DETAIL)
     return exc
 
 

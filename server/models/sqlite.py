@@ -14,7 +14,7 @@ import aiosqlite
 
 from server.models.database import Database, Params, Row, Transaction
 from server.models.dialect import SQLITE
-from server.models.errors import DatabaseUnavailable, InvalidQuery, UniqueViolation
+from server.models.errors import UNAVAILABLE_DETAIL, DatabaseUnavailable, InvalidQuery, UniqueViolation
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def translate(exc: sqlite3.Error) -> Exception:
     if isinstance(exc, sqlite3.DataError):
         return InvalidQuery(message)
     if isinstance(exc, sqlite3.OperationalError) and message.startswith(_UNAVAILABLE):
-        return DatabaseUnavailable(f"the database cannot answer now: {message}")
+        log.warning("database unavailable: %s", message)
+        return DatabaseUnavailable(UNAVAILABLE_DETAIL)
     return exc
 
 
@@ -228,7 +229,8 @@ class SQLiteDatabase(Database):
             async with asyncio.timeout(self._busy_timeout_ms / 1000):
                 await self._write_lock.acquire()
         except TimeoutError:
-            raise DatabaseUnavailable("the database cannot answer now: a write waited too long for its turn") from None
+            log.warning("database unavailable: a write waited over %d ms for its turn", self._busy_timeout_ms)
+            raise DatabaseUnavailable(UNAVAILABLE_DETAIL) from None
         try:
             yield
         finally:
