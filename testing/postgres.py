@@ -214,3 +214,40 @@ class PostgresProcess:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+
+class DatabaseFactory:
+    """Fresh databases copied from templates, made a few steps ahead on a thread of their own.
+
+    Copying a template costs 50-150 ms of mostly disk work; made ahead (and dropped) on a thread,
+    it overlaps the tests instead of adding to them. One thread: the server's own counter names
+    the databases, and CREATE DATABASE statements would only queue on the template anyway.
+    """
+
+    def __init__(self, server: PostgresProcess, ahead: dict[str, int]) -> None:
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.server = server
+        self.ahead = ahead
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pg-databases")
+        self._ready: dict[str, deque[Future[str]]] = {template: deque() for template in ahead}
+
+    def _refill(self, template: str) -> None:
+        queue = self._ready[template]
+        while len(queue) < self.ahead[template]:
+            queue.append(self._executor.submit(self.server.create_database, template=template))
+
+    def take(self, template: str) -> str:
+        """The name of a fresh copy of `template`; raises what creating it raised."""
+        self._refill(template)
+        name = self._ready[template].popleft().result()
+        self._refill(template)
+        return name
+
+    def drop(self, name: str) -> None:
+        """Drop a database on the thread (its sessions are ended first)."""
+        self._executor.submit(self.server.drop_database, name)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -21,7 +21,7 @@ from server.config import PROJECT_ROOT, DatabaseConfig
 from server.models.backends import make_database
 from server.models.database import Database
 from server.models.migrate import migrate
-from testing.postgres import PostgresProcess, unavailable_reason
+from testing.postgres import DatabaseFactory, PostgresProcess, unavailable_reason
 
 BACKENDS = ("sqlite", "postgresql")
 MIGRATED_TEMPLATE = "migrated_template"
@@ -43,8 +43,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresProcess]:
-    """One throwaway PostgreSQL for the session, with a template database already migrated."""
+def postgres_server() -> Iterator[DatabaseFactory]:
+    """One throwaway PostgreSQL for the session, a migrated template, and copies made ahead."""
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"PostgreSQL tests skipped: {reason}")
@@ -59,23 +59,27 @@ def postgres_server() -> Iterator[PostgresProcess]:
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        yield server
+        factory = DatabaseFactory(server, {MIGRATED_TEMPLATE: 2, "template1": 1})
+        try:
+            yield factory
+        finally:
+            factory.close()
 
 
 @pytest.fixture
 def postgres_databases(request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
     """Make PostgreSQL databases for this test (`migrated=False`: empty); all dropped after it."""
-    server: PostgresProcess = request.getfixturevalue("postgres_server")
+    factory: DatabaseFactory = request.getfixturevalue("postgres_server")
     made: list[str] = []
 
     def make(*, migrated: bool = True) -> str:
-        name = server.create_database(template=MIGRATED_TEMPLATE if migrated else "template1")
+        name = factory.take(MIGRATED_TEMPLATE if migrated else "template1")
         made.append(name)
-        return server.url(name)
+        return factory.server.url(name)
 
     yield make
     for name in made:
-        server.drop_database(name)
+        factory.drop(name)
 
 
 @pytest.fixture

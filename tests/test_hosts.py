@@ -159,7 +159,7 @@ async def test_a_web_host_and_a_worker_host_share_postgresql_and_redis(
             queues = build_queues(config, worker=False)
             try:
                 context = {QUEUES_KEY: queues, CONFIG_KEY: config}
-                jobs = [await enqueue(context, "slow_job", seconds=2, timeout=5) for _ in range(4)]
+                jobs = [await enqueue(context, "slow_job", seconds=1, timeout=3) for _ in range(4)]
                 urls = [f"{base}/api/v1/jobs/{job.key}" for job in jobs]
 
                 async def some_active() -> bool:
