@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import configparser
 import dataclasses
 import json
 import os
@@ -22,6 +23,7 @@ from server.config import PROJECT_ROOT, load_config
 from server.keys import CONFIG_KEY, QUEUES_KEY
 from server.redis_binary import find_redis_server
 from server.services.queues import build_queues
+from server.supervision import CIRCUS_INI, write_circus_ini
 from server.workers.enqueue import enqueue
 from server.workers.tasks import DATABASE_STATS_KEY
 from testing.redis import RedisProcess, free_port
@@ -184,3 +186,58 @@ async def test_a_web_host_and_a_worker_host_share_postgresql_and_redis(
     finally:
         for sup in started:
             sup.cleanup()
+
+
+def test_each_role_runs_its_own_part_of_circus_ini(tmp_path):
+    def sections(role: str, **redis: object) -> set[str]:
+        config = jobs_test_config(tmp_path, "redis://127.0.0.1:6399/0", circus={"role": role}, redis=redis)
+        ini = write_circus_ini(CIRCUS_INI, config, tmp_path)
+        assert ini.name == f"circus-{role}.ini" and ini.stat().st_mode & 0o077 == 0
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(ini)
+        assert parser.get("watcher:web" if role != "worker" else "watcher:worker", "cmd").startswith("$(circus.env")
+        return set(parser.sections())
+
+    workers = {"watcher:worker", "watcher:worker-high", "watcher:worker-low"}
+    everything = {"circus", "socket:web", "watcher:redis", "watcher:web", *workers}
+    assert sections("all") == everything
+    assert sections("all", sentinels=["127.0.0.1:26379"]) == everything - {"watcher:redis"}
+    assert sections("all", supervise="never") == everything - {"watcher:redis"}
+    assert sections("web") == {"circus", "socket:web", "watcher:web"}
+    assert sections("worker") == {"circus", *workers}
+    assert sections("worker", supervise="always") == {"circus", "watcher:redis", *workers}
+
+
+def supervise_once(
+    tmp_path: Path, overrides: dict[str, object], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    config = jobs_test_config(tmp_path, f"redis://127.0.0.1:{free_port()}/0", **overrides)
+    path = write_config(tmp_path / "config.yaml", config)
+    return subprocess.run(
+        [sys.executable, "-m", "server", "--config", str(path), "supervise"],
+        cwd=PROJECT_ROOT,
+        env={**clean_env(), "VAR_DIR": str(tmp_path / "var"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_web_or_worker_host_refuses_sqlite(tmp_path):
+    result = supervise_once(tmp_path, {"circus": {"role": "worker"}}, {})
+    assert result.returncode == 2
+    assert "circus.role worker needs a database every host reaches" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_launcher_waits_for_redis_then_gives_up_with_one_line(tmp_path, postgres_databases):
+    result = supervise_once(
+        tmp_path,
+        {"circus": {"role": "worker", "wait_timeout": 1.0}, "database_url": postgres_databases()},
+        {},
+    )
+    assert result.returncode == 1
+    assert "waiting for Redis (redis://127.0.0.1:" in result.stderr
+    assert "supervise: gave up after 1 s (circus.wait_timeout): Redis" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var" / "redis_password").exists()  # a worker host writes no secret
