@@ -1,7 +1,8 @@
 """A bare aiohttp app on asyncpg: the yardstick of GET /api/v1/foo and /api/v1/users on PostgreSQL.
 
 Same paths, statements and answers as our server with `database.url` set, nothing else: no
-middleware, no validation, no sub-apps; an asyncpg pool of the same size as ours. Started by
+middleware, no validation, no sub-apps; an asyncpg pool configured as ours (same size, and a
+read's connection goes back without asyncpg's reset query, as our reads' do). Started by
 `python -m bench.databases`:
 
     python bench/baseline_pg_app.py --port 8081 --database-url postgresql://...
@@ -47,9 +48,13 @@ async def get_users(request: web.Request) -> web.Response:
     return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
+async def no_reset(conn: asyncpg.Connection) -> None:
+    """Reads only: nothing to reset (asyncpg still rolls back an open transaction itself)."""
+
+
 def create_baseline_app(database_url: str, min_size: int, max_size: int) -> web.Application:
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[POOL_KEY] = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+        app[POOL_KEY] = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size, reset=no_reset)
         yield
         await app[POOL_KEY].close()
 

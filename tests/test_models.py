@@ -597,3 +597,22 @@ async def test_a_database_that_cannot_answer_is_unavailable_503(db, database_con
     with pytest.raises(DatabaseUnavailable):
         down = make_database(nowhere)
         await down.open()
+
+
+async def test_session_settings_made_in_a_unit_do_not_reach_later_reads(database_config):
+    from dataclasses import replace
+
+    from server.models.backends import make_database
+
+    if not database_config.url:
+        pytest.skip("SQLite has no session settings to leak")
+    one = make_database(replace(database_config, pool_min_size=1, pool_max_size=1))
+    await one.open()
+    try:
+        default = await one.fetchval("SHOW statement_timeout")
+        async with one.transaction() as tx:
+            await tx.execute("SET statement_timeout = '1234ms'")  # session-wide, past the commit
+        assert await one.fetchval("SHOW statement_timeout") == default  # the pool reset it
+        assert await one.fetchval("SHOW statement_timeout") == default
+    finally:
+        await one.close()

@@ -63,7 +63,15 @@ class Query(Generic[M]):
     def order_by(self, *columns: str) -> Query[M]:
         """Order by these columns (`"name"`, `"-created_at"` for descending), after any earlier ordering."""
         dialect = self.db.dialect
-        return replace(self, ordering=self.ordering + tuple(self.table.order_term(dialect, c) for c in columns))
+        ordering = list(self.ordering)
+        seen = {term.partition(" ")[0] for term in ordering}
+        for spec in columns:
+            term = self.table.order_term(dialect, spec)
+            column = term.partition(" ")[0]
+            if column not in seen:  # a later term on a column already ordered by changes nothing
+                seen.add(column)
+                ordering.append(term)
+        return replace(self, ordering=tuple(ordering))
 
     def limit(self, count: int | None) -> Query[M]:
         return replace(self, limit_=None if count is None else _count("limit", count))
