@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -70,13 +71,27 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 def pin_tree(root_pid: int, core: int) -> None:
     """Pin a process and its current children to `core`; children forked later inherit it."""
-    pids = [root_pid]
+    for pid in [root_pid, *children(root_pid)]:
+        subprocess.run(["taskset", "-p", "-c", str(core), str(pid)], capture_output=True, check=False)
+
+
+def children(parent: int) -> list[int]:
+    """The pids whose parent is `parent` (from /proc)."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == root_pid:
-                pids.append(int(stat.parent.name))
-    for pid in pids:
-        subprocess.run(["taskset", "-p", "-c", str(core), str(pid)], capture_output=True, check=False)
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a process so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def seed_postgres(url: str, count: int) -> int:
@@ -187,14 +202,21 @@ class DatabaseBench:
         ]
 
     @contextlib.contextmanager
-    def server(self, backend: str, kind: str, label: str) -> Iterator[int]:
+    def server(self, backend: str, kind: str, label: str) -> Iterator[tuple[int, Proc]]:
         port = free_port()
         proc = Proc(f"{kind} {backend}", pinned(SERVER_CORE, self.argv(backend, kind, port)), self.log_file(label))
         try:
             proc.start().wait_http(port)
-            yield port
+            yield port, proc
         finally:
             proc.stop()
+
+    def cpu_seconds(self, proc: Proc) -> float:
+        """CPU time used so far by the server process and every PostgreSQL backend (not wrk)."""
+        pids = [proc.pid]
+        if self.postgres is not None:
+            pids += children(int((self.postgres.data / "postmaster.pid").read_text().split()[0]))
+        return sum(cpu_of(pid) for pid in pids)
 
     def wrk(self, port: int, path: str, seconds: int) -> harness.WrkResult:
         argv = ["wrk", f"-t{self.opts.threads}", f"-c{self.opts.connections}", f"-d{seconds}s", "--latency"]
@@ -206,7 +228,7 @@ class DatabaseBench:
         """None when ours and the baseline answer `path` alike, else the difference."""
         answers = []
         for kind in ("ours", "baseline"):
-            with self.server(backend, kind, f"{backend}-{kind}-sample") as port:
+            with self.server(backend, kind, f"{backend}-{kind}-sample") as (port, _proc):
                 resp = http_request(port, "GET", path)
                 answers.append((resp.status, resp.json()))
         return None if answers[0] == answers[1] else f"ours {answers[0]!r:.200} != baseline {answers[1]!r:.200}"
@@ -218,16 +240,20 @@ class DatabaseBench:
             entry["difference"] = difference
             self.notes.append(f"{backend} {path}: answers differ: {difference}")
         runs: dict[str, list[harness.WrkResult]] = {"ours": [], "baseline": []}
+        cpu_us: dict[str, list[float]] = {"ours": [], "baseline": []}
         for rep in range(self.opts.repetitions):
             for kind in ("ours", "baseline"):
-                with self.server(backend, kind, f"{backend}-{name}-{kind}-{rep}") as port:
+                with self.server(backend, kind, f"{backend}-{name}-{kind}-{rep}") as (port, proc):
                     if self.opts.warmup:
                         self.wrk(port, path, self.opts.warmup)
+                    before = self.cpu_seconds(proc)
                     result = self.wrk(port, path, self.opts.duration)
+                    used = self.cpu_seconds(proc) - before
                 runs[kind].append(result)
+                cpu_us[kind].append(used / max(result.requests, 1) * 1e6)
                 log(
                     f"{backend:<10} {path:<24} {kind:<8} rep {rep + 1}: {result.requests_per_s:,.0f} req/s, "
-                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
+                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, {cpu_us[kind][-1]:.0f} us CPU/request"
                 )
         for kind, results in runs.items():
             entry[kind] = {
@@ -235,11 +261,15 @@ class DatabaseBench:
                 "p50_ms": harness.spread(r.p50_ms for r in results).as_dict(),
                 "p99_ms": harness.spread(r.p99_ms for r in results).as_dict(),
                 "non_2xx": sum(r.non_2xx for r in results),
+                "cpu_us_per_request": harness.spread(cpu_us[kind]).as_dict(),
             }
         ratios = harness.pairwise_ratios(
             [r.requests_per_s for r in runs["ours"]], [r.requests_per_s for r in runs["baseline"]]
         )
         entry["ratio"] = harness.spread(ratios).as_dict()
+        # The CPU a request costs (server + database), baseline/ours: what our layers add, and
+        # far less sensitive than requests/s to other load on a shared machine.
+        entry["cpu_ratio"] = harness.spread(harness.pairwise_ratios(cpu_us["baseline"], cpu_us["ours"])).as_dict()
         entry["target"] = harness.verdict(entry["ratio"]["median"] >= harness.TARGETS["http_ratio"])
         return entry
 
@@ -270,10 +300,12 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"`python -m bench.databases` on {results['when']}: medians of {opts['repetitions']} repetitions of "
         f"{opts['duration']} s, {opts['connections']} connections, {opts['users']} users, response cache off; "
-        "the spread in parentheses.",
+        "the spread in parentheses. CPU per request: the server process and every PostgreSQL backend "
+        "(SQLite works inside the server); its ratio is baseline/ours, 1.0 = our layers cost nothing.",
         "",
-        "| route | backend | ours req/s | baseline req/s | ours/baseline | ours p50 ms | ours p99 ms | target 0.85 |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| route | backend | ours req/s | baseline req/s | ours/baseline | ours p50 ms | ours p99 ms "
+        "| CPU us/request ours (baseline) | CPU ratio | target 0.85 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for e in results["entries"]:
         ours, base, ratio = e["ours"], e["baseline"], e["ratio"]
@@ -281,7 +313,10 @@ def render(results: dict[str, Any]) -> str:
             f"| `GET {e['path']}` | {e['backend']} | {ours['requests_per_s']['median']:,.0f} | "
             f"{base['requests_per_s']['median']:,.0f} | "
             f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f}) | "
-            f"{ours['p50_ms']['median']:.2f} | {ours['p99_ms']['median']:.2f} | {e['target']} |"
+            f"{ours['p50_ms']['median']:.2f} | {ours['p99_ms']['median']:.2f} | "
+            f"{ours['cpu_us_per_request']['median']:.0f} ({base['cpu_us_per_request']['median']:.0f}) | "
+            f"{e['cpu_ratio']['median']:.2f} ({e['cpu_ratio']['min']:.2f}-{e['cpu_ratio']['max']:.2f}) | "
+            f"{e['target']} |"
         )
     if results["notes"]:
         lines += ["", *(f"- {note}" for note in results["notes"])]
