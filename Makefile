@@ -7,7 +7,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run status stop reload test install install-test routes migrate seed clean bench bench-db
+.PHONY: run dev status stop reload test install install-test routes migrate seed clean bench bench-db
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ install-test: $(STAMP_TEST)
 run: install
 	@exec $(VPY) -m server supervise
 
+## Develop: the app alone (embedded worker) at server.host:server.port, restarted within seconds of a
+## change under server/ (aiohttp-devtools); Redis is the configured one, or the project's, started here.
+dev: install-test
+	@exec $(VPY) -m server dev $(ARGS)
+
 # circusctl on the configured control endpoint (config.yaml, or CIRCUS_ENDPOINT).
 CIRCUSCTL = E=$$($(VPY) -c 'from server.config import load_config; print(load_config().circus.endpoint)') && \
   ctl() { $(VENV)/bin/circusctl --endpoint "$$E" "$$@"; } && ctl
@@ -61,12 +66,13 @@ stop: install
 reload: install
 	@$(CIRCUSCTL) --timeout 60 reload web --waiting
 
-## Lint, format check and type check (pyproject.toml), then the test suite (starts its own throwaway redis-server).
+## Lint, format check and type check, then the test suite (its own throwaway redis-server) with the
+## coverage floor of pyproject.toml.
 test: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VPY) -m pytest
+	$(VPY) -m pytest --cov --cov-report=term
 
 ## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
 ## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).

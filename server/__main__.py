@@ -15,6 +15,7 @@ from typing import Any
 
 from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from server.log_context import ACCESS_LOG_FORMAT, setup_logging
+from server.metrics import MetricsError, reset_metrics_dir, setup_process_metrics
 
 log = logging.getLogger("server")
 
@@ -42,6 +43,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import create_app
+    from server.middlewares.request_id import RequestAccessLogger
 
     app = create_app(config)
     app.on_startup.append(freeze_startup_objects)  # after the cleanup contexts have opened
@@ -51,6 +53,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=RequestAccessLogger,
         print=None,
         loop=loop,
     )
@@ -104,6 +107,9 @@ def cmd_redis_path(config: Config, args: argparse.Namespace) -> int:
 def cmd_supervise(config: Config, args: argparse.Namespace) -> int:
     from server.supervision import supervise
 
+    if config.metrics.enabled:
+        # A new system starts counting from zero; the files of the last run's processes go.
+        reset_metrics_dir(config.metrics.dir)
     return supervise(config, args.config.resolve())
 
 
@@ -111,14 +117,30 @@ def cmd_redis_shim(config: Config, args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
     from server.config import PROJECT_ROOT
-    from server.supervision import redis_shim, var_dir
+    from server.supervision import cache_redis_url, redis_shim, var_dir
 
+    if args.cache:  # the cache's own Redis: redis-cache.conf, on the port of CACHE_REDIS_URL
+        return redis_shim(
+            os.environ["REDIS_SERVER"],
+            PROJECT_ROOT / "redis-cache.conf",
+            urlsplit(cache_redis_url(config)).port or 6379,
+            var_dir(os.environ) / "redis-cache",
+            password=config.redis.effective_password(),
+        )
     return redis_shim(
         os.environ["REDIS_SERVER"],
         PROJECT_ROOT / "redis.conf",
         urlsplit(config.redis.url).port or 6379,
         var_dir(os.environ) / "redis",
         password=config.redis.effective_password(),
+    )
+
+
+def cmd_dev(config: Config, args: argparse.Namespace) -> int:
+    from server.devserver import run_dev
+
+    return run_dev(
+        config, args.config.resolve(), port=args.port, aux_port=args.aux_port, livereload=not args.no_livereload
     )
 
 
@@ -167,8 +189,11 @@ COMMANDS = {
     "redis-path": cmd_redis_path,
     "internal-password": cmd_internal_password,
     "supervise": cmd_supervise,
+    "dev": cmd_dev,
     "redis-shim": cmd_redis_shim,
 }
+# The commands whose process counts in /internal/metrics.
+PROCESS_METRICS_COMMANDS = frozenset({"serve", "worker"})
 # Commands that open the database and stop with one line when it does not fit this code.
 DATABASE_COMMANDS = frozenset({"serve", "migrate", "seed", "worker", "supervise"})
 
@@ -196,7 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     password.add_argument("--file", type=Path, help="default: $VAR_DIR/internal_password (var/ of the project)")
     sub.add_parser("redis-path", help="print the path of a usable redis-server (>= 7.0)")
     sub.add_parser("supervise", help="apply migrations, then run everything under circusd (foreground)")
-    sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")
+    dev = sub.add_parser("dev", help="the app with auto-reload on code changes (aiohttp-devtools), embedded worker")
+    dev.add_argument("--port", type=int, help="override server.port")
+    dev.add_argument("--aux-port", type=int, help="the livereload server's port (default: port + 1)")
+    dev.add_argument("--no-livereload", action="store_true", help="no script that reloads the browser's page")
+    shim = sub.add_parser("redis-shim", help="(used by circus) run redis-server, stopping it after its clients")
+    shim.add_argument("--cache", action="store_true", help="the cache's own Redis (redis-cache.conf)")
     return parser
 
 
@@ -207,7 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.logging.level)
+    setup_logging(config.logging.level, config.logging.format)
+    if args.command in PROCESS_METRICS_COMMANDS:
+        # Before anything imports prometheus_client (it reads its directory on import).
+        try:
+            setup_process_metrics(config)
+        except MetricsError as exc:
+            print(f"{args.command}: {exc}", file=sys.stderr)
+            return 2
     command = COMMANDS[args.command]
     if args.command not in DATABASE_COMMANDS:
         return command(config, args)

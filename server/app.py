@@ -13,16 +13,28 @@ from server.config import Config
 from server.controllers import baz, docs, pages
 from server.controllers.internal import mount_internal
 from server.controllers.versions import version_tables
-from server.keys import CONFIG_KEY, DB_KEY, HTTP_KEY, REDIS_KEY, REPORTER_KEY, SLOW_JOB_ENQUEUER_KEY
+from server.keys import (
+    CONFIG_KEY,
+    DB_KEY,
+    HTTP_KEY,
+    REDIS_KEY,
+    REPORTER_KEY,
+    SLOW_JOB_ENQUEUER_KEY,
+    STORAGE_FAULTS_KEY,
+)
 from server.middlewares.cache import cache
 from server.middlewares.errors import errors
+from server.middlewares.metrics import http_metrics
 from server.middlewares.request_id import request_id
+from server.middlewares.security import host_guard, security_headers
 from server.middlewares.validation import validation
+from server.models.faults import StorageFaults
 from server.resources import (
     WorkerResources,
     cache_ctx,
     database_ctx,
     http_ctx,
+    metrics_ctx,
     queues_ctx,
     redis_ctx,
     reporter_ctx,
@@ -56,11 +68,13 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
-    app = web.Application(
-        middlewares=[request_id, errors],
-        client_max_size=config.server.max_body_bytes,
-    )
+    middlewares = [request_id, errors, host_guard(config)]
+    if config.metrics.enabled:
+        middlewares.insert(0, http_metrics)  # outermost: it times everything else
+    app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_bytes)
     app[CONFIG_KEY] = config
+    app[STORAGE_FAULTS_KEY] = StorageFaults()
+    app.on_response_prepare.append(security_headers)
     # baz's seam to the queue (tests may swap it for an enqueuer of their own).
     app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job
     aiohttp_jinja2.setup(
@@ -68,9 +82,9 @@ def create_app(config: Config) -> web.Application:
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html"]),
     )
-    # The error reporter opens first and closes last: failures while the others close (an
-    # embedded worker's last jobs) are still reported.
-    app.cleanup_ctx.extend([reporter_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx, queues_ctx])
+    # The metrics first (the others report to them). The error reporter opens next and closes
+    # last but one: failures while the others close (an embedded worker's last jobs) are reported.
+    app.cleanup_ctx.extend([metrics_ctx, reporter_ctx, database_ctx, redis_ctx, cache_ctx, http_ctx, queues_ctx])
     if config.queue.embedded_worker:
         app.cleanup_ctx.append(embedded_worker_ctx)  # last: stops first, while the resources are open
     app.add_routes(pages.routes)

@@ -32,6 +32,12 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    # Host names the server answers to (a request naming another is a 400): empty means the
+    # loopback names and `host`; ".example.com" also takes its subdomains, "*" any name.
+    allowed_hosts: tuple[str, ...] = ()
+    # A body or query failing its schema answers with at most this many violations (the rest
+    # are neither listed nor looked for; the answer says `"errors_truncated": true`).
+    max_violations: int = 50
     # aiohttp's graceful shutdown: in-flight requests get this long to finish.
     shutdown_timeout: float = 20.0
     access_log: bool = True
@@ -40,6 +46,20 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "INFO"
+    # "text" (one readable line per record) or "json" (one JSON object per line, for collectors).
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics at /internal/metrics, summed over every process of the system."""
+
+    enabled: bool = True
+    # prometheus_client's multiprocess directory: each process writes its figures to files here,
+    # and a scrape sums them. `python -m server supervise` (make run) empties it on start.
+    dir: str = "var/metrics"
+    # A bearer token a scraper may send instead of the internal credentials; empty: none accepted.
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +74,9 @@ class DatabaseConfig:
     # SQLite: one reader per process measured fastest (13k vs 11k req/s on GET /api/v1/foo, one
     # core): each reader is a thread; more of them only contend for the GIL.
     read_connections: int = 1
+    # Writes of one process waiting for the write lock; more answer 503 at once (and each waits
+    # at most busy_timeout_ms), so a locked database cannot pile up requests without bound.
+    max_waiting_writers: int = 256
     # Apply missing migrations on start-up; when false, start-up refuses until `python -m server migrate`.
     auto_migrate: bool = True
     # PostgreSQL: connections per process (web and worker processes each have a pool).
@@ -99,10 +122,15 @@ class CacheConfig:
     wait_timeout: float = 2.0
     # After a Redis error, cached routes skip Redis this long (answering BYPASS) before trying again.
     retry_interval: float = 1.0
-    # The cache's own Redis (an evicting one; the queue's wants noeviction and AOF): a URL, or with
-    # redis.sentinels a master name of its own. Both empty: the cache shares the queue's Redis.
+    # The cache's own Redis (empty: the queue's redis.url). A separate instance may evict entries
+    # under maxmemory without ever evicting a queued job (README, "Caching"). With redis.sentinels,
+    # `master_name` names the cache's own master instead.
     redis_url: str = ""
     master_name: str = ""
+    # `Cache-Control: no-cache` refreshes an entry at most this many times per client per window
+    # (seconds); beyond, the request is answered from the cache like any other. 0: never.
+    refresh_budget: int = 10
+    refresh_window: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +211,7 @@ class CircusConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -202,18 +231,23 @@ class Config:
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "SERVER_HOST": ("server", "host"),
     "SERVER_PORT": ("server", "port"),
+    "SERVER_ALLOWED_HOSTS": ("server", "allowed_hosts"),
     "LOG_LEVEL": ("logging", "level"),
+    "LOG_FORMAT": ("logging", "format"),
+    "METRICS_ENABLED": ("metrics", "enabled"),
+    "METRICS_DIR": ("metrics", "dir"),
+    "METRICS_TOKEN": ("metrics", "token"),
     "DATABASE_PATH": ("database", "path"),
     "DATABASE_URL": ("database", "url"),
     "DATABASE_AUTO_MIGRATE": ("database", "auto_migrate"),
     "REDIS_URL": ("redis", "url"),
+    "CACHE_REDIS_URL": ("cache", "redis_url"),
     "REDIS_PASSWORD": ("redis", "password"),
     "REDIS_PASSWORD_FILE": ("redis", "password_file"),
     "REDIS_SENTINELS": ("redis", "sentinels"),
     "REDIS_MASTER_NAME": ("redis", "master_name"),
     "REDIS_SENTINEL_PASSWORD": ("redis", "sentinel_password"),
     "REDIS_SUPERVISE": ("redis", "supervise"),
-    "CACHE_REDIS_URL": ("cache", "redis_url"),
     "CAT_FACTS_URL": ("cat_facts", "url"),
     "QUEUE_EMBEDDED_WORKER": ("queue", "embedded_worker"),
     "HONEYBADGER_API_KEY": ("honeybadger", "api_key"),
@@ -266,9 +300,13 @@ def _config_schema() -> dict[str, Any]:
     # Constraints beyond the types, where a wrong value would fail later and obscurely.
     props["server"]["properties"]["port"].update(minimum=0, maximum=65535)
     props["server"]["properties"]["host"]["minLength"] = 1
+    props["server"]["properties"]["allowed_hosts"]["items"].update(minLength=1, pattern=r"^[^\s/]+$")
     props["server"]["properties"]["max_body_bytes"]["minimum"] = 1
+    props["server"]["properties"]["max_violations"].update(minimum=1, maximum=10_000)
     props["server"]["properties"]["shutdown_timeout"]["minimum"] = 0
     props["logging"]["properties"]["level"]["enum"] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    props["logging"]["properties"]["format"]["enum"] = ["text", "json"]
+    props["metrics"]["properties"]["dir"]["minLength"] = 1
     props["database"]["properties"]["path"]["minLength"] = 1
     props["database"]["properties"]["read_connections"].update(minimum=1, maximum=32)
     props["database"]["properties"]["busy_timeout_ms"]["minimum"] = 1
@@ -277,18 +315,21 @@ def _config_schema() -> dict[str, Any]:
     props["database"]["properties"]["pool_max_size"].update(minimum=1, maximum=1000)
     props["database"]["properties"]["statement_cache_size"]["minimum"] = 0
     props["database"]["properties"]["connect_timeout"]["exclusiveMinimum"] = 0
+    props["database"]["properties"]["max_waiting_writers"]["minimum"] = 0
     props["redis"]["properties"]["url"]["pattern"] = r"^(redis|rediss|unix)://"
     props["redis"]["properties"]["socket_timeout"]["exclusiveMinimum"] = 0
     props["redis"]["properties"]["connect_timeout"]["exclusiveMinimum"] = 0
     props["redis"]["properties"]["sentinels"]["items"]["pattern"] = r"^[^\s:]+:\d{1,5}$"
     props["redis"]["properties"]["master_name"]["minLength"] = 1
     props["redis"]["properties"]["supervise"]["enum"] = ["auto", "always", "never"]
-    props["cache"]["properties"]["redis_url"]["pattern"] = r"^$|^(redis|rediss|unix)://"
     props["cache"]["properties"]["default_ttl"]["minimum"] = 1
     props["cache"]["properties"]["lock_timeout"]["exclusiveMinimum"] = 0
     props["cache"]["properties"]["wait_timeout"]["minimum"] = 0
     props["cache"]["properties"]["retry_interval"]["minimum"] = 0
     props["cache"]["properties"]["prefix"]["pattern"] = r"^[A-Za-z0-9_.:-]+$"
+    props["cache"]["properties"]["redis_url"]["pattern"] = r"^((redis|rediss|unix)://.*)?$"
+    props["cache"]["properties"]["refresh_budget"]["minimum"] = 0
+    props["cache"]["properties"]["refresh_window"]["minimum"] = 1
     props["cat_facts"]["properties"]["url"]["pattern"] = r"^https?://"
     props["cat_facts"]["properties"]["timeout"]["exclusiveMinimum"] = 0
     queue = props["queue"]["properties"]
@@ -341,7 +382,7 @@ def _coerce(raw: str, schema: Mapping[str, Any]) -> Any:
     except ValueError:
         return raw
     if kind == "array":  # a comma-separated list
-        return [item.strip() for item in raw.split(",") if item.strip()]
+        return [part.strip() for part in raw.split(",") if part.strip()]
     if kind == "boolean":
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -410,6 +451,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         config,
         database=db,
         circus=circus,
+        metrics=dataclasses.replace(config.metrics, dir=resolved(config.metrics.dir)),
         redis=dataclasses.replace(config.redis, password_file=resolved(config.redis.password_file)),
         internal=dataclasses.replace(config.internal, password_file=resolved(config.internal.password_file)),
     )

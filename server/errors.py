@@ -21,11 +21,14 @@ class DomainError(Exception):
         detail: str | None = None,
         *,
         errors: Sequence[Mapping[str, Any]] | None = None,
+        errors_truncated: bool = False,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail
         self.errors = list(errors) if errors is not None else None
+        # True when `errors` lists only the first violations (server.max_violations) of more.
+        self.errors_truncated = errors_truncated
         self.headers = dict(headers or {})
 
 

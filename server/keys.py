@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from server.cache.store import ResponseCache
     from server.models.database import Database
+    from server.models.faults import StorageFaults
     from server.services.honeybadger.sender import HoneybadgerReporter
     from server.services.queues import JobQueues
 
@@ -29,10 +30,12 @@ SlowJobEnqueuer = Callable[[web.Request], Awaitable[str | None]]
 CONFIG_KEY = web.AppKey("config", Config)
 DB_KEY: web.AppKey[Database] = web.AppKey("db")
 REDIS_KEY: web.AppKey[Redis] = web.AppKey("redis")
+# Storage faults (database locked, full, read-only) answered with 503, counted by kind.
+STORAGE_FAULTS_KEY: web.AppKey[StorageFaults] = web.AppKey("storage_faults")
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 # The error reporter (also when reporting is off: it then drops what it is given).
 REPORTER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("error_reporter")
-# The response cache (server/cache/store.py), set up after REDIS_KEY.
+# The response cache (server/cache/store.py), on a Redis client of its own.
 CACHE_KEY: web.AppKey[ResponseCache] = web.AppKey("response_cache")
 SLOW_JOB_ENQUEUER_KEY: web.AppKey[SlowJobEnqueuer] = web.AppKey("slow_job_enqueuer")
 # The web app's queues by priority name; enqueue through server.workers.enqueue.enqueue().

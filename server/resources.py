@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,19 +15,48 @@ from redis.asyncio import Redis
 from server.cache.store import ResponseCache
 from server.config import Config
 from server.keys import CACHE_KEY, CONFIG_KEY, DB_KEY, HTTP_KEY, QUEUES_KEY, REDIS_KEY, REPORTER_KEY
+from server.metrics import PUBLISH_INTERVAL, process_metrics, setup_process_metrics
 from server.models.backends import make_database as make_configured_database
 from server.models.database import Database
 from server.models.migrate import prepare_database
 from server.redis_clients import async_client, cache_target, queue_target
-from server.services.honeybadger.sender import HoneybadgerReporter
-from server.services.queues import build_queues
+from server.services.honeybadger.sender import HoneybadgerReporter, reporter_observer
+from server.services.queues import JobQueues, build_queues
 
 log = logging.getLogger(__name__)
 
 
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """This process's metrics, and the task publishing what requests count (every
+    PUBLISH_INTERVAL; a last time on shutdown). A process started by `python -m server` has set
+    the metrics up already; here for an app built by other code (tests, `make dev`). The files
+    outlive the app: what this process counted still counts in the system's sums."""
+    metrics = await asyncio.to_thread(setup_process_metrics, app[CONFIG_KEY])
+    if metrics is None:
+        yield
+        return
+
+    async def publish_every() -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            metrics.publish()
+
+    task = asyncio.create_task(publish_every(), name="metrics-publish")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        metrics.publish()
+
+
 def make_database(config: Config) -> Database:
-    """The Database of `config` (PostgreSQL when database.url is set, else SQLite), not yet open."""
-    return make_configured_database(config.database)
+    """The Database of `config` (PostgreSQL when database.url is set, else SQLite), not yet open;
+    its write waits go to the metrics."""
+    metrics = process_metrics()
+    return make_configured_database(
+        config.database, on_write_wait=metrics.observe_write_wait if metrics is not None else None
+    )
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -64,20 +95,26 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.aclose()
 
 
+def make_cache_redis(config: Config) -> Redis:
+    """The cache's own client: `cache.redis_url` (or `cache.master_name` behind the sentinels),
+    else the queue's Redis (a separate instance may evict entries under maxmemory without touching
+    the queues)."""
+    return async_client(
+        cache_target(config) or queue_target(config.redis),
+        socket_connect_timeout=config.redis.connect_timeout,
+        health_check_interval=30,
+    )
+
+
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The response cache: on the app's Redis client (after redis_ctx), or on a client of the
-    cache's own Redis when one is configured (cache.redis_url, cache.master_name)."""
+    """The response cache on a Redis client of its own (lazy: nothing connects here)."""
     config = app[CONFIG_KEY]
-    target = cache_target(config)
-    own = None
-    if target is not None:
-        own = async_client(target, socket_connect_timeout=config.redis.connect_timeout, health_check_interval=30)
-    app[CACHE_KEY] = ResponseCache(own or app[REDIS_KEY], config.cache, timeout=config.redis.socket_timeout)
+    client = make_cache_redis(config)
+    app[CACHE_KEY] = ResponseCache(client, config.cache, timeout=config.redis.socket_timeout)
     try:
         yield
     finally:
-        if own is not None:
-            await own.aclose()
+        await client.aclose()
 
 
 def make_http_session(config: Config) -> aiohttp.ClientSession:
@@ -98,15 +135,31 @@ async def queues_ctx(app: web.Application) -> AsyncIterator[None]:
     # Clients of their own, bounded like the app's: an enqueue with Redis down answers 503 fast.
     queues = build_queues(app[CONFIG_KEY], worker=False)
     app[QUEUES_KEY] = queues
+    # Connect in the background (start-up does not wait, and goes on with Redis down): a process
+    # holding a connection is one the supervised Redis waits for when everything stops, so a
+    # request in flight then can still enqueue (server/supervision.py, redis_shim).
+    warm = asyncio.create_task(_connect_queues(queues, app[CONFIG_KEY].redis.connect_timeout))
     try:
         yield
     finally:
+        warm.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warm
         await queues.disconnect()
+
+
+async def _connect_queues(queues: JobQueues, timeout: float) -> None:
+    for queue in queues.values():
+        try:
+            async with asyncio.timeout(timeout):
+                await queue.redis.ping()  # type: ignore[misc]  # redis-py: "awaitable or value"
+        except Exception as exc:  # Redis down: the first enqueue will say so (503)
+            log.info("queue %s not reachable at start-up (%r)", queue.name, exc)
 
 
 async def reporter_ctx(app: web.Application) -> AsyncIterator[None]:
     """The error reporter: unhandled request errors and the embedded worker's failures go to it."""
-    reporter = HoneybadgerReporter(app[CONFIG_KEY].honeybadger)
+    reporter = HoneybadgerReporter(app[CONFIG_KEY].honeybadger, observer=reporter_observer())
     reporter.start()
     app[REPORTER_KEY] = reporter
     try:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from server.config import PROJECT_ROOT, Config, load_config
 from server.redis_clients import cache_target, queue_target, sync_client
@@ -109,6 +109,16 @@ def make_private(folder: Path) -> None:
                 pass
 
 
+def cache_redis_url(config: Config) -> str:
+    """The URL of the cache's own Redis under circus: `cache.redis_url`, else the queue's Redis
+    on the next port (6400 beside 6399)."""
+    if config.cache.redis_url:
+        return config.cache.redis_url
+    queue = urlsplit(config.redis.url)
+    netloc = f"{queue.hostname or '127.0.0.1'}:{(queue.port or 6379) + 1}"
+    return urlunsplit(("redis", netloc, "/0", "", ""))
+
+
 def circus_env(config: Config, environ: Mapping[str, str], redis_binary: str, var: Path) -> dict[str, str]:
     """The environment circusd and every watcher get: the contract's names with resolved values.
 
@@ -142,6 +152,9 @@ def circus_env(config: Config, environ: Mapping[str, str], redis_binary: str, va
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if supervises_cache_redis(config):
+        # The cache's own Redis (maxmemory, allkeys-lru, no persistence): redis-cache.conf.
+        env["CACHE_REDIS_URL"] = cache_redis_url(config)
     return env
 
 
@@ -154,6 +167,14 @@ def supervises_redis(config: Config) -> bool:
     return config.circus.role == "all" and not config.redis.sentinels and host in _LOOPBACK_HOSTS
 
 
+def supervises_cache_redis(config: Config) -> bool:
+    """Whether circus runs the cache's own Redis here: beside a supervised queue Redis, on this host."""
+    if config.cache.master_name and config.redis.sentinels:
+        return False
+    host = urlsplit(cache_redis_url(config)).hostname or ""
+    return supervises_redis(config) and host in _LOOPBACK_HOSTS
+
+
 def runs_here(config: Config, section: str) -> bool:
     """Whether a section of circus.ini belongs to this host's role (circus.role)."""
     kind, _, name = section.partition(":")
@@ -164,6 +185,8 @@ def runs_here(config: Config, section: str) -> bool:
         return True
     if name == "redis":
         return supervises_redis(config)
+    if name == "redis-cache":
+        return supervises_cache_redis(config)
     if name == "web":
         return role in ("all", "web")
     if name.startswith("worker"):
@@ -278,7 +301,7 @@ def supervise(
         print(warning, file=sys.stderr)
     var = var_dir(environ)
     make_private(var)
-    for folder in (var / "log", var / "redis") if redis_here else (var / "log",):
+    for folder in (var / "log", var / "redis", var / "redis-cache") if redis_here else (var / "log",):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if config.circus.endpoint.startswith("ipc://"):
         Path(config.circus.endpoint[len("ipc://") :]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -434,10 +457,20 @@ def redis_shim(
 
 def wait_for_redis(watcher: Any, arbiter: Any, hook_name: str, **kwargs: Any) -> bool:
     """circus `after_start` hook of the redis watcher: the next watchers start once Redis answers."""
+    config = load_config(watcher.env["SERVER_CONFIG"], watcher.env)
+    return _wait_for_port(urlsplit(config.redis.url).port or 6379, config)
+
+
+def wait_for_cache_redis(watcher: Any, arbiter: Any, hook_name: str, **kwargs: Any) -> bool:
+    """circus `after_start` hook of the redis-cache watcher (the cache is optional to the app,
+    which answers BYPASS without it, but starting in order keeps the first requests cached)."""
+    config = load_config(watcher.env["SERVER_CONFIG"], watcher.env)
+    return _wait_for_port(urlsplit(config.cache.redis_url or cache_redis_url(config)).port or 6379, config)
+
+
+def _wait_for_port(port: int, config: Config) -> bool:
     import redis
 
-    config = load_config(watcher.env["SERVER_CONFIG"], watcher.env)
-    port = urlsplit(config.redis.url).port or 6379
     client = redis.Redis(
         host="127.0.0.1",
         port=port,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,8 @@ from support import make_test_config
 from server.app import create_app
 from server.config import Config
 from server.log_context import install_log_record_factory
+from server.metrics import setup_process_metrics
+from testing.config import process_metrics_dir
 from testing.redis import RedisProcess
 
 # Fixture modules of their own per area, to keep this file small and merges easy.
@@ -21,6 +24,17 @@ pytest_plugins = [
     "fixtures_cat_facts",
     "fixtures_jobs",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """As `python -m server` does, before anything (a test module's imports included) imports
+    prometheus_client: this process's metrics write to the session's directory, which every
+    test config names."""
+    setup_process_metrics(make_test_config(database=process_metrics_dir() / "unused.db", redis_url="redis://x"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(process_metrics_dir(), ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

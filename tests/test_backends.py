@@ -94,3 +94,24 @@ async def test_stats_name_size_and_connections(db, backend):
     assert stats["connections"] >= 1 and stats["connections_in_use"] == 0
     async with db.transaction():
         assert db.in_use() == 1
+
+
+def test_postgresql_storage_faults_are_told_apart_like_sqlites():
+    from asyncpg import exceptions as pg
+
+    from server.models.faults import storage_fault
+    from server.models.postgres import translate
+
+    assert storage_fault(pg.TooManyConnectionsError()) == "connections"
+    assert storage_fault(pg.AdminShutdownError()) == "down"
+    assert storage_fault(pg.CannotConnectNowError()) == "down"
+    assert storage_fault(pg.ReadOnlySQLTransactionError()) == "read-only"
+    assert storage_fault(pg.DiskFullError()) == "full"
+    assert storage_fault(pg.SerializationError()) == "busy"
+    assert storage_fault(pg.DeadlockDetectedError()) == "busy"
+    assert storage_fault(pg.QueryCanceledError()) == "busy"  # statement_timeout
+    assert storage_fault(pg.ConnectionDoesNotExistError()) == "down"
+    assert storage_fault(translate(ConnectionRefusedError(111, "refused"))) == "down"
+    # A bug stays a bug (500): bad SQL, a missing table.
+    assert storage_fault(pg.UndefinedTableError()) is None
+    assert storage_fault(pg.PostgresSyntaxError()) is None

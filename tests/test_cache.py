@@ -21,7 +21,7 @@ from server.errors import NotFound
 from server.keys import API_VERSION_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY
 from server.middlewares.cache import cache, invalidate_namespace
 from server.middlewares.validation import validation
-from server.routing.stamps import cached
+from server.routing.stamps import cached, query_schema
 
 CALLS = web.AppKey("calls", Counter)
 ITEMS = web.AppKey("items", list)
@@ -53,6 +53,24 @@ async def create_item(request: web.Request) -> web.Response:
     request.app[ITEMS].append(name)
     await invalidate_namespace(request, "items")  # after the write, before answering
     return web.json_response({"name": name}, status=201)
+
+
+PARAMS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "a": {"type": "string"},
+        "b": {"type": "string"},
+        "x": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+@routes.get("/params")
+@cached(namespace="params")
+@query_schema(PARAMS_SCHEMA)
+async def get_params(request: web.Request) -> web.Response:
+    return web.json_response({"query": request.query_string, "n": count(request, "params")})
 
 
 @routes.get("/lang")
@@ -164,19 +182,25 @@ async def test_head_shares_the_get_entry(redis_url, make_client, fake_cat_facts)
 
 
 async def test_key_covers_version_and_sorted_query_string(redis_url, make_client, fake_cat_facts):
-    client, _sub = await make_client(redis_url)
-    _, first = await get(client, "/api/v1/baz?a=1&b=2")
-    resp, same = await get(client, "/api/v1/baz?b=2&a=1")
-    assert resp.headers["X-Cache"] == "HIT" and same == first
-    for other in ("/api/v1/baz?a=1&b=3", "/api/v1/baz", "/api/v1/baz?a=1", "/api/v2/baz?a=1&b=2"):
+    # The route's declared parameters (its query schema) make the key.
+    client, sub = await make_client(redis_url)
+    _, first = await get(client, "/t/params?a=1&b=2")
+    resp, same = await get(client, "/t/params?b=2&a=1")
+    assert resp.headers["X-Cache"] == "HIT" and same["n"] == first["n"]
+    for other in ("/t/params?a=1&b=3", "/t/params", "/t/params?a=1"):
         resp, body = await get(client, other)
         assert resp.headers["X-Cache"] == "MISS", other
         assert body != first
     # The order of a repeated parameter's values is kept: it can change the answer.
-    await get(client, "/api/v1/baz?x=1&x=2")
-    resp, _ = await get(client, "/api/v1/baz?x=2&x=1")
+    await get(client, "/t/params?x=1&x=2")
+    resp, _ = await get(client, "/t/params?x=2&x=1")
     assert resp.headers["X-Cache"] == "MISS"
-    assert fake_cat_facts.calls == 7
+    assert sub[CALLS]["params"] == 6
+    # Every API version has its own entries.
+    _, v1 = await get(client, "/api/v1/baz")
+    resp, v2 = await get(client, "/api/v2/baz")
+    assert resp.headers["X-Cache"] == "MISS" and v2 != v1
+    assert fake_cat_facts.calls == 2
 
 
 async def test_declared_headers_and_query_parameters_vary_the_key(redis_url, make_client):
@@ -239,7 +263,7 @@ async def test_concurrent_misses_of_one_key_compute_once(redis_url, make_client,
     # Generous wait: on a busy machine the waiters must not give up and compute themselves.
     client, _sub = await make_client(redis_url, cache={"wait_timeout": 30.0, "lock_timeout": 30.0})
     fake_cat_facts.delay = 0.3
-    responses = await asyncio.gather(*(client.get("/api/v1/baz?n=50") for _ in range(50)))
+    responses = await asyncio.gather(*(client.get("/api/v1/baz") for _ in range(50)))
     assert [r.status for r in responses] == [200] * 50
     bodies = [await r.json() for r in responses]
     assert all(body == bodies[0] for body in bodies)

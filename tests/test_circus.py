@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,20 @@ import pytest
 import redis
 import redis.asyncio
 from fixtures_jobs import auth_header, clean_env, jobs_test_config, write_config
+from prometheus_client.parser import text_string_to_metric_families
 from test_redis_binary import debian_layout
 
 from server.config import PROJECT_ROOT, Config, load_config
 from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.metrics import PUBLISH_INTERVAL
 from server.redis_binary import find_redis_server
 from server.services.circus_status import read_circus_status
 from server.services.queues import build_queues
 from server.workers.enqueue import enqueue
 from testing.redis import free_port
 
-WATCHERS = ("redis", "web", "worker", "worker-high", "worker-low")
+WATCHERS = ("redis", "redis-cache", "web", "worker", "worker-high", "worker-low")
+ACCESS_LOG_LINES = re.compile(r"^(\S+ \S+) INFO (\d+) aiohttp\.access ", re.MULTILINE)
 WEB_PIDS_IN_ACCESS_LOG = re.compile(r"^\S+ \S+ INFO (\d+) aiohttp\.access ", re.MULTILINE)
 
 
@@ -170,7 +173,7 @@ class Supervisor:
 
 @pytest.fixture
 def circus_ports() -> dict[str, int]:
-    return {"server": free_port(), "redis": free_port()}
+    return {"server": free_port(), "redis": free_port(), "cache": free_port()}
 
 
 @pytest.fixture
@@ -288,7 +291,14 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         # circus.endpoint left at its default: a unix socket under var/ beside the config file.
         circus={"timeout": 5.0},
         queue={"job_timeout": 10, "sweep_interval": 1, "shutdown_grace": 3.0},
+        # The system's own metrics directory (the test session's is this process's).
+        metrics={"dir": str(tmp_path / "var" / "metrics")},
+        cache={"redis_url": f"redis://127.0.0.1:{ports['cache']}/0"},
     )
+    # A file left by the processes of an earlier run: the launcher empties the folder first.
+    stale = Path(config.metrics.dir) / "counter_999999999.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left over")
     sup = supervisor_factory(config)
     assert sup.endpoint == f"ipc://{tmp_path}/var/circus/control.sock"
     base = f"http://127.0.0.1:{ports['server']}"
@@ -323,6 +333,22 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
         await anonymous.aclose()
     config = load_config(write_config(tmp_path / "client.yaml", config), {"REDIS_PASSWORD_FILE": str(password_file)})
     assert config.redis.password == password
+    # The cache's own Redis: the same password; a full memory evicts cache entries, never a job.
+    for port, policy, persisted in ((ports["cache"], "allkeys-lru", "no"), (ports["redis"], "noeviction", "yes")):
+        client = redis.asyncio.Redis(port=port, password=password, decode_responses=True)
+        try:
+            assert (await client.config_get("maxmemory-policy"))["maxmemory-policy"] == policy
+            assert (await client.config_get("appendonly"))["appendonly"] == persisted
+            if policy == "allkeys-lru":
+                assert int((await client.config_get("maxmemory"))["maxmemory"]) > 0
+        finally:
+            await client.aclose()
+    anonymous = redis.asyncio.Redis(port=ports["cache"])
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            await anonymous.ping()
+    finally:
+        await anonymous.aclose()
     await assert_private_to_this_user(sup, ports["server"])
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -365,6 +391,7 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
 
         # A SIGKILLed web process is replaced while the other keeps serving.
         victim, survivor = sorted(web_pids)
+        killed_at = datetime.now()  # the log's clock
         os.kill(victim, signal.SIGKILL)
         await wait_until(lambda: not alive(victim), 10, "victim gone", 0.01)
         stream = Stream(f"{base}/healthz")
@@ -401,6 +428,40 @@ async def test_the_whole_system_under_circus(tmp_path, circus_ports, fake_cat_fa
             assert len(new_workers) == 2 and not set(new_workers) & set(killed_workers)
         finally:
             await queues.disconnect()
+
+        # /internal/metrics sums every process: both web processes (and the killed one), the
+        # workers (the killed ones' counts stay), the sweep that took the job back.
+        assert not stale.exists()
+        await asyncio.sleep(PUBLISH_INTERVAL + 0.5)  # every process has published its requests
+        logged = len(WEB_PIDS_IN_ACCESS_LOG.findall(sup.log("web")))
+        async with session.get(f"{base}/internal/metrics", headers=auth_header()) as resp:
+            assert resp.status == 200
+            families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+
+        def total(family: str, sample: str, **labels: str) -> float:
+            return sum(
+                s.value
+                for s in families[family].samples
+                if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+            )
+
+        # Every request the web processes logged before the scrape is counted, but for the killed
+        # process's last second, which it had not published yet. A request is counted when its
+        # answer is made and logged once sent, so a few may be counted and not logged.
+        counted = total("http_request_duration_seconds", "http_request_duration_seconds_count")
+        since = killed_at - timedelta(seconds=PUBLISH_INTERVAL + 0.5)
+        lost = sum(
+            1
+            for stamp, pid in ACCESS_LOG_LINES.findall(sup.log("web"))
+            if int(pid) == victim and datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f") >= since
+        )
+        assert logged > 100 and logged - lost <= counted <= logged + 10, (logged, lost, counted)
+        assert total("http_request_duration_seconds", "http_request_duration_seconds_count", route="/healthz") > 100
+        assert total("jobs_completed", "jobs_completed_total", queue="default", function="slow_job") == 1
+        assert total("jobs_swept", "jobs_swept_total", queue="default", function="slow_job", outcome="requeued") == 1
+        assert total("job_queue_depth", "job_queue_depth", queue="default", state="active") == 0
+        writers = {name.rsplit("_", 1)[1] for name in os.listdir(config.metrics.dir) if name.startswith("histogram_")}
+        assert len(writers) >= 3, writers  # web processes, the replaced one included, and workers
 
         # A reload of web under a stream of requests: none fails.
         old = set(await sup.pids("web"))

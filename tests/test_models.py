@@ -564,11 +564,12 @@ async def test_a_child_task_of_a_unit_writes_on_its_own_connection(db):
     assert [u.name for u in await User.all(db)] == ["child"]
 
 
-async def test_a_database_that_cannot_answer_is_unavailable_503(db, database_config, tmp_path):
+async def test_a_database_that_cannot_answer_in_time_is_a_storage_fault(db, database_config, tmp_path):
     from dataclasses import replace
 
     from server.models.backends import make_database
     from server.models.errors import DatabaseUnavailable
+    from server.models.faults import StorageBusy, retry_after, storage_fault
 
     busy = make_database(replace(database_config, busy_timeout_ms=200, pool_max_size=1))
     await busy.open()
@@ -582,9 +583,11 @@ async def test_a_database_that_cannot_answer_is_unavailable_503(db, database_con
 
         holder = asyncio.create_task(hold())
         await inside.wait()
-        with pytest.raises(DatabaseUnavailable) as info:
+        with pytest.raises(StorageBusy) as info:  # the error middleware answers it 503
             await User.create(busy, name="waits too long")
-        assert info.value.status == 503 and info.value.headers["Retry-After"]
+        # SQLite: the writer lock; PostgreSQL: the pool's one connection.
+        assert storage_fault(info.value) == ("writers" if db.dialect.name == "sqlite" else "connections")
+        assert retry_after(storage_fault(info.value) or "") == 2
         release.set()
         await holder
         assert (await User.create(busy, name="fine")).name == "fine"

@@ -47,6 +47,16 @@ NOTE_SCHEMA = {
 }
 
 
+NUMBERS_SCHEMA = {"type": "array", "items": {"type": "integer"}}
+
+
+@routes.post("/numbers", name="sample-numbers")
+@body_schema(NUMBERS_SCHEMA)
+async def post_numbers(request: web.Request) -> web.Response:
+    """A list of integers, without a hook: the default 422 answers a bad one."""
+    return web.json_response({"count": len(request[BODY_KEY])})
+
+
 @routes.get("/items", name="sample-items")
 @query_schema(LIST_ITEMS_SCHEMA)
 async def list_items(request: web.Request) -> web.Response:

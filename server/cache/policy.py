@@ -21,6 +21,7 @@ class CachePolicy:
     namespace: str
     store_headers: tuple[str, ...]
     vary: str | None  # the Vary header answers carry
+    content_type: str = "application/json"  # the only media type stored and replayed
 
 
 def make_policy(
@@ -30,6 +31,7 @@ def make_policy(
     vary_headers: Iterable[str] = (),
     namespace: str = "default",
     store_headers: Iterable[str] = (),
+    content_type: str = "application/json",
 ) -> CachePolicy:
     """The checked policy of a declaration (see `routing.stamps.cached`); raises ValueError."""
     if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
@@ -47,4 +49,5 @@ def make_policy(
         namespace=namespace,
         store_headers=(*STORED_HEADERS, *store_headers),
         vary=", ".join(headers) or None,
+        content_type=content_type.lower(),
     )

@@ -1,16 +1,19 @@
-"""The Redis side of the response cache: entries, namespace invalidation, locks, outages.
+"""The Redis side of the response cache: entries, namespace generations, locks, outages.
 
 Keys of one namespace share a Redis Cluster hash tag, so one script may touch them all:
 
-    <prefix>:{<ns>}:e:<request key>     an entry (see Entry.encode)
-    <prefix>:{<ns>}:lock:<request key>  held (SET NX PX) by the one request computing that entry
-    <prefix>:{<ns>}:index               sorted set of the namespace's entry keys, by expiry
-    <prefix>:{<ns>}:gen                 a token that changes at every invalidation
+    <prefix>:{<ns>}:e:g<gen>:<request key>     an entry (see Entry.encode)
+    <prefix>:{<ns>}:lock:g<gen>:<request key>  held (SET NX PX) by the one request computing it
+    <prefix>:{<ns>}:index                      sorted set of the namespace's entry keys, by expiry
+    <prefix>:refresh:<client>                  how many `no-cache` refreshes a client made lately
 
-A hit is one GET of the entry. Invalidating a namespace deletes its indexed entries and changes
-its token, in one script; a request that started computing before that (and may have read old
-data) stores its answer only if the token is still the one it read first, so no stale answer
-outlives an invalidation. The index drops expired members whenever an entry is stored.
+`<gen>` is the namespace's generation, kept in the database (table cache_generations) and
+bumped in the same transaction as every write that invalidates the namespace. A request reads
+it before looking up its entry, so once a write has committed no process, whatever its view of
+Redis, finds an entry computed before it: read-your-writes holds across processes even when
+Redis cannot be told (an invalidation that times out). Deleting the old generation's entries
+is only housekeeping; they would expire with their TTL anyway. See docs/decisions.md,
+"Read-your-writes across processes".
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -33,20 +37,16 @@ log = logging.getLogger(__name__)
 # and, in rare paths, the OS or asyncio ones underneath.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
-# KEYS: entry, lock, index, gen. ARGV: entry value, ttl ms, expiry ms, now ms, gen read first, lock token.
-# Stores only when no invalidation happened since the computation began; always drops our lock.
+# KEYS: entry, lock, index. ARGV: entry value, ttl ms, expiry ms, now ms, lock token.
+# Stores the entry, indexes it, trims expired index members; drops our lock.
 _STORE_LUA = """
-local stored = 0
-if (redis.call('GET', KEYS[4]) or '') == ARGV[5] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('ZADD', KEYS[3], ARGV[3], KEYS[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
-  stored = 1
-end
-if ARGV[6] ~= '' and redis.call('GET', KEYS[2]) == ARGV[6] then
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then
   redis.call('DEL', KEYS[2])
 end
-return stored
+return 1
 """
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -54,16 +54,39 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS: gen, index. ARGV: a fresh token. Entry keys come from the index (same hash slot).
+# KEYS: index. Entry keys come from the index (same hash slot).
 _INVALIDATE_LUA = """
-redis.call('SET', KEYS[1], ARGV[1])
-local entries = redis.call('ZRANGE', KEYS[2], 0, -1)
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1)
 for i = 1, #entries, 500 do
   redis.call('UNLINK', unpack(entries, i, math.min(i + 499, #entries)))
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[1])
 return #entries
 """
+
+READ_GENERATION_SQL = "SELECT generation FROM cache_generations WHERE namespace = ?"
+BUMP_GENERATION_SQL = (
+    "INSERT INTO cache_generations (namespace, generation) VALUES (?, 1) "
+    "ON CONFLICT (namespace) DO UPDATE SET generation = cache_generations.generation + 1"
+)
+
+
+class GenerationStore(Protocol):
+    """What the generations need of the database (server.models.database.Database has it)."""
+
+    async def fetchval(self, sql: str, params: Any = ...) -> Any: ...
+    async def execute(self, sql: str, params: Any = ...) -> Any: ...
+
+
+async def read_generation(db: GenerationStore, namespace: str) -> int:
+    """The namespace's generation (0 before its first invalidation)."""
+    return int(await db.fetchval(READ_GENERATION_SQL, (namespace,)) or 0)
+
+
+async def bump_generation(db: GenerationStore, namespace: str) -> None:
+    """Start a new generation of `namespace`: no entry stored before is read again. Inside the
+    caller's transaction (Database.transaction() nests), it commits with the write."""
+    await db.execute(BUMP_GENERATION_SQL, (namespace,))
 
 
 def new_token() -> str:
@@ -75,10 +98,11 @@ def namespace_base(prefix: str, namespace: str) -> str:
 
 
 async def invalidate(redis: Redis, prefix: str, namespace: str) -> int:
-    """Delete every entry of `namespace` and fence off computations in flight; how many were deleted."""
+    """Delete every stored entry of `namespace` (housekeeping: a bumped generation already hides
+    them); how many there were."""
     base = namespace_base(prefix, namespace)
     script = redis.register_script(_INVALIDATE_LUA)
-    return int(await script(keys=[f"{base}:gen", f"{base}:index"], args=[new_token()]))
+    return int(await script(keys=[f"{base}:index"]))
 
 
 @dataclass(slots=True)
@@ -162,27 +186,24 @@ class ResponseCache:
         self.prefix = config.prefix
         self.outage = Outage(config.retry_interval)
         self.lock_ms = max(1, int(config.lock_timeout * 1000))
-        # Namespaces whose invalidation failed during an outage: invalidated before the next read.
-        self.pending: set[str] = set()
         self._store = redis.register_script(_STORE_LUA)
         self._unlock = redis.register_script(_UNLOCK_LUA)
 
     def entry_key(self, namespace: str, request_key: str) -> str:
+        """`request_key` already carries the generation (`g<gen>:...`)."""
         return f"{self.prefix}:{{{namespace}}}:e:{request_key}"
 
     async def get(self, entry_key: str) -> bytes | None:
         async with asyncio.timeout(self.timeout):
             return await self.redis.get(entry_key)  # type: ignore[no-any-return]
 
-    async def lock(self, namespace: str, request_key: str) -> tuple[str | None, str]:
-        """(a token when this request now holds the key's lock, else None; the namespace's token)."""
+    async def lock(self, namespace: str, request_key: str) -> str | None:
+        """A token when this request now holds the key's lock, else None."""
         base = namespace_base(self.prefix, namespace)
         mine = new_token()
-        async with asyncio.timeout(self.timeout), self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(f"{base}:lock:{request_key}", mine, nx=True, px=self.lock_ms)
-            pipe.get(f"{base}:gen")
-            acquired, generation = await pipe.execute()
-        return (mine if acquired else None), (generation or b"").decode()
+        async with asyncio.timeout(self.timeout):
+            acquired = await self.redis.set(f"{base}:lock:{request_key}", mine, nx=True, px=self.lock_ms)
+        return mine if acquired else None
 
     async def poll(self, namespace: str, request_key: str) -> tuple[bytes | None, bool]:
         """(the entry, whether its lock is held), in one round trip."""
@@ -196,41 +217,42 @@ class ResponseCache:
         async with asyncio.timeout(self.timeout):
             await self._unlock(keys=[lock_key], args=[token])
 
-    async def store(
-        self, namespace: str, request_key: str, entry: Entry, generation: str, lock_token: str | None
-    ) -> bool:
-        """Write the entry unless the namespace was invalidated since `generation` was read, and
-        release the lock (when held), in one round trip. True when stored."""
+    async def store(self, namespace: str, request_key: str, entry: Entry, lock_token: str | None) -> None:
+        """Write the entry and release the lock (when held), in one round trip."""
         base = namespace_base(self.prefix, namespace)
         now_ms = int(time.time() * 1000)
         ttl_ms = entry.ttl * 1000
         async with asyncio.timeout(self.timeout):
-            stored = await self._store(
-                keys=[f"{base}:e:{request_key}", f"{base}:lock:{request_key}", f"{base}:index", f"{base}:gen"],
-                args=[entry.encode(), ttl_ms, now_ms + ttl_ms, now_ms, generation, lock_token or ""],
+            await self._store(
+                keys=[f"{base}:e:{request_key}", f"{base}:lock:{request_key}", f"{base}:index"],
+                args=[entry.encode(), ttl_ms, now_ms + ttl_ms, now_ms, lock_token or ""],
             )
-        return bool(stored)
 
     async def invalidate(self, namespace: str) -> int:
         async with asyncio.timeout(self.timeout):
             return await invalidate(self.redis, self.prefix, namespace)
 
-    async def flush_pending(self) -> None:
-        """Apply invalidations that failed while Redis was unreachable."""
-        for namespace in sorted(self.pending):
-            await self.invalidate(namespace)
-            self.pending.discard(namespace)
+    async def refresh_allowed(self, client: str) -> bool:
+        """Whether `client` may have one more `no-cache` refresh: at most cache.refresh_budget
+        per cache.refresh_window seconds, counted in Redis (so across every process)."""
+        budget = self.config.refresh_budget
+        if budget <= 0:
+            return False
+        key = f"{self.prefix}:refresh:{client}"
+        async with asyncio.timeout(self.timeout), self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.config.refresh_window, nx=True)
+            used, _ = await pipe.execute()
+        return int(used) <= budget
 
-    async def invalidate_or_defer(self, namespace: str) -> bool:
-        """Invalidate now (True), or, with Redis unreachable, before this process's next cache read."""
-        if self.outage.usable():
-            try:
-                await self.flush_pending()
-                await self.invalidate(namespace)
-            except REDIS_ERRORS as exc:
-                self.outage.failed(exc)
-            else:
-                self.outage.succeeded()
-                return True
-        self.pending.add(namespace)
-        return False
+    async def drop(self, namespace: str) -> bool:
+        """Delete the namespace's stored entries if Redis answers (True); never raises."""
+        if not self.outage.usable():
+            return False
+        try:
+            await self.invalidate(namespace)
+        except REDIS_ERRORS as exc:
+            self.outage.failed(exc)
+            return False
+        self.outage.succeeded()
+        return True

@@ -47,6 +47,10 @@ BAR_FAILURE_SCHEMA: dict[str, Any] = {
     "properties": {
         "success": {"const": False},
         "message": {"type": "string"},
+        "errors_truncated": {
+            "const": True,
+            "description": "Present when `errors` lists only the first `server.max_violations` violations",
+        },
         "errors": {
             "type": "array",
             "items": {
@@ -66,8 +70,13 @@ def summarize_bar(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def post_schema_validation_error(request: web.Request, error: ValidationFailed) -> web.Response:
-    """The old boilerplate's answer to a body that fails the schema, kept for its clients."""
-    body = {"success": False, "message": error.detail, "errors": error.errors}
+    """The old boilerplate's answer to a body that fails the schema, kept for its clients.
+
+    `error.errors` is already bounded (server.max_violations) and says whether more were cut.
+    """
+    body: dict[str, Any] = {"success": False, "message": error.detail, "errors": error.errors}
+    if error.errors_truncated:
+        body["errors_truncated"] = True
     return web.json_response(body, status=422)
 
 

@@ -7,10 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.routing.stamps import cached
+from server.middlewares.cache import request_key
+from server.routing.meta import meta_for
+from server.routing.openapi import problem_response
+from server.routing.stamps import cached, describe
 from server.routing.versions import api_version
 from server.services.cat_facts import fetch_cat_fact
-from server.workers.enqueue import enqueue
+from server.workers.enqueue import enqueue_once
 
 routes = web.RouteTableDef()
 
@@ -21,8 +24,19 @@ SLOW_JOB_SECONDS = 2.0
 
 async def queue_slow_job(request: web.Request) -> str:
     """The production enqueuer (create_app sets it): `slow_job` on the default queue, carrying
-    the request id; raises ServiceUnavailable when Redis is down."""
-    job = await enqueue(request.config_dict, "slow_job", seconds=SLOW_JOB_SECONDS)
+    the request id, at most one per cache key per cache TTL (however often the answer is
+    recomputed: a refresh, the cache down or disabled); raises ServiceUnavailable when Redis is down."""
+    route = meta_for(request)
+    policy = route.cache if route is not None else None
+    assert policy is not None  # get_baz is @cached
+    ttl = policy.ttl or request.config_dict[CONFIG_KEY].cache.default_ttl
+    job = await enqueue_once(
+        request.config_dict,
+        "slow_job",
+        once_key=request_key(request, policy),
+        ttl=ttl,
+        seconds=SLOW_JOB_SECONDS,
+    )
     return job.key
 
 
@@ -43,6 +57,14 @@ async def enqueue_slow_job(request: web.Request) -> dict[str, str] | None:
 
 
 @routes.get("/baz", name="baz")
+@describe(
+    summary="A cat fact (cached), and the job its computation started",
+    responses={
+        502: problem_response(502),
+        503: problem_response(503),
+        504: problem_response(504),
+    },
+)
 @cached(namespace=BAZ_NAMESPACE)
 async def get_baz(request: web.Request) -> web.Response:
     fact = await fetch_cat_fact(request.config_dict[HTTP_KEY], request.config_dict[CONFIG_KEY].cat_facts)

@@ -1,4 +1,5 @@
-"""GET /openapi.json and GET /docs: the API's OpenAPI 3.1 document, and the same rendered as HTML."""
+"""GET /openapi.json, GET /docs and GET /docs/ui: the API's OpenAPI 3.1 document, the same rendered
+as HTML with no JavaScript, and Swagger UI (try it out) on it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from openapi_ui_bundles import swagger_ui
 
+from server.errors import NotFound
 from server.keys import OPENAPI_KEY
-from server.routing.openapi import build_openapi
-from server.routing.stamps import describe
+from server.routing.openapi import build_openapi, problem_response
+from server.routing.stamps import describe, path_schema
 from server.routing.versions import describe_routes
 
 routes = web.RouteTableDef()
@@ -20,13 +23,42 @@ TITLE = "aiohttp API server"
 DESCRIPTION = (
     "Every route of every API version and the service pages. Request schemas are the JSON Schemas "
     "(2020-12) the server validates with. Errors are RFC 9457 problem details (`Problem`); a path "
-    "answers 405 `MethodNotAllowed` with an `Allow` header to a method it does not serve."
+    "answers 405 `MethodNotAllowed` with an `Allow` header to a method it does not serve. Any "
+    "request whose `Host` header names a host outside `server.allowed_hosts` answers 400."
 )
 PAGE_SCHEMA = {"type": "string", "contentMediaType": "text/html"}
+SWAGGER_UI_ASSETS = "/docs/ui/assets"
+# The files of the openapi-ui-bundles package the page uses (Swagger UI 5), by name: a route of
+# its own rather than a static folder, so the document describes it and nothing else is served.
+SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "favicon-16x16.png")
+# The page's only script of ours, served as a file: the policy below allows no inline script.
+# validatorUrl null: Swagger UI would otherwise send the document to validator.swagger.io.
+SWAGGER_UI_INIT_JS = """\
+"use strict";
+(function () {
+  var el = document.getElementById("swagger-ui");
+  window.ui = SwaggerUIBundle({
+    url: el.dataset.openapi,
+    domNode: el,
+    deepLinking: true,
+    persistAuthorization: true,
+    displayRequestDuration: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout"
+  });
+})();
+"""
+# What the interactive page may load and call: this server only. Swagger UI sets inline styles,
+# and renders the embedded SVG icons and images as data: URLs.
+SWAGGER_UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def setup_docs(app: web.Application) -> None:
-    """Serve /openapi.json and /docs on `app` (the root app: the document covers its sub-apps)."""
+    """Serve /openapi.json, /docs and /docs/ui on `app` (the root app: the document covers its sub-apps)."""
     app[OPENAPI_KEY] = {}
     app.add_routes(routes)
 
@@ -130,3 +162,52 @@ async def get_docs(request: web.Request) -> web.Response:
     if "docs" not in cache:
         cache["docs"] = docs_context(openapi_document(request.app))
     return aiohttp_jinja2.render_template("docs.html", request, cache["docs"])
+
+
+@routes.get("/docs/ui", name="docs-ui")
+@describe(
+    summary="Swagger UI on this document: try the routes from the browser (no asset from another host)",
+    responses={
+        200: {"description": "The interactive documentation page", "schema": PAGE_SCHEMA, "content_type": "text/html"}
+    },
+)
+async def get_docs_ui(request: web.Request) -> web.Response:
+    router = request.app.router
+    context = {
+        "title": TITLE,
+        "assets": SWAGGER_UI_ASSETS,
+        "init": str(router["docs-ui-init"].url_for()),
+        "openapi": str(router["openapi"].url_for()),
+        "docs": str(router["docs"].url_for()),
+        "home": "/",
+    }
+    response = aiohttp_jinja2.render_template("docs_ui.html", request, context)
+    response.headers["Content-Security-Policy"] = SWAGGER_UI_CSP
+    return response
+
+
+@routes.get("/docs/ui/init.js", name="docs-ui-init")
+@describe(
+    summary="The script that starts Swagger UI on /docs/ui",
+    responses={
+        200: {"description": "JavaScript", "schema": {"type": "string"}, "content_type": "application/javascript"}
+    },
+)
+async def get_docs_ui_init(request: web.Request) -> web.Response:
+    return web.Response(text=SWAGGER_UI_INIT_JS, content_type="application/javascript")
+
+
+@routes.get(SWAGGER_UI_ASSETS + "/{name}", name="docs-ui-assets")
+@path_schema({"type": "object", "properties": {"name": {"enum": list(SWAGGER_UI_FILES)}}, "required": ["name"]})
+@describe(
+    summary="Swagger UI's files, from the openapi-ui-bundles package",
+    responses={
+        200: {"description": "The file (JavaScript, CSS or PNG)", "schema": {"type": "string"}, "content_type": "*/*"},
+        404: problem_response(404),
+    },
+)
+async def get_docs_ui_asset(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in SWAGGER_UI_FILES:  # (validation runs on the API versions only; checked here)
+        raise NotFound(f"no file {name!r} in Swagger UI's assets")
+    return web.FileResponse(swagger_ui.static_path / name, headers={"Cache-Control": "public, max-age=86400"})

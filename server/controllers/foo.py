@@ -14,6 +14,8 @@ from server.errors import InvalidInput
 from server.keys import DB_KEY, REPORTER_KEY
 from server.middlewares.reporting import notify_from_request
 from server.models.user import User
+from server.routing.openapi import problem_response
+from server.routing.stamps import describe, query_schema
 from server.routing.versions import api_version
 
 routes = web.RouteTableDef()
@@ -52,6 +54,23 @@ async def foo_payload(request: web.Request) -> dict[str, Any]:
     return payload
 
 
+# What `notify` accepts, as the handler reads it (case-insensitive true/false, 1/0); other
+# parameters are ignored. The schema makes the document tell the truth about it.
+FOO_QUERY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "notify": {
+            "type": "string",
+            "pattern": r"^(1|0|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])(?![\s\S])",
+            "description": "1 or true: also send a custom notice to Honeybadger",
+        },
+    },
+}
+FOO_RESPONSES: dict[int | str, Any] = {503: problem_response(503)}  # the user count reads the database
+
+
 @routes.get("/foo", name="foo")
+@query_schema(FOO_QUERY_SCHEMA)
+@describe(responses=FOO_RESPONSES)
 async def get_foo(request: web.Request) -> web.Response:
     return web.json_response(await foo_payload(request))

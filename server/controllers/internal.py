@@ -17,8 +17,11 @@ from saq.web.common import STATIC_PATH, render
 
 from server.config import Config
 from server.errors import NotFound, ServiceUnavailable
-from server.keys import CONFIG_KEY, REDIS_KEY, SAQ_APP_JS_KEY
+from server.keys import CONFIG_KEY, QUEUES_KEY, REDIS_KEY, SAQ_APP_JS_KEY
+from server.metrics import CONTENT_TYPE, ExtraGauge, process_metrics
+from server.metrics import render as render_metrics
 from server.middlewares.auth import INTERNAL_PREFIX, internal_auth, under_prefix
+from server.routing.stamps import accepts_scraper_token
 from server.services.circus_status import CircusUnavailable, read_circus_status
 from server.services.queues import build_queues
 from server.workers.failures import recent_failures
@@ -75,6 +78,49 @@ async def get_status(request: web.Request) -> dict[str, Any]:
         log.info("internal status: %s", exc)
         return {"endpoint": circus.endpoint, "watchers": None, "uptime": _uptime_text}
     return {"endpoint": circus.endpoint, "watchers": watchers, "uptime": _uptime_text}
+
+
+# What a queue's depth counts, by SAQ's list names: waiting to run, running, and every job not
+# finished (waiting, running, scheduled for later or waiting for a retry).
+QUEUE_DEPTH_KINDS = ("queued", "active", "incomplete")
+
+
+async def queue_depths(request: web.Request) -> list[ExtraGauge]:
+    """Each queue's depth, read from Redis now; nothing when Redis does not answer in time."""
+    config = request.config_dict[CONFIG_KEY]
+    queues = request.config_dict.get(QUEUES_KEY)
+    if not queues:
+        return []
+    pairs = [(name, kind) for name in queues for kind in QUEUE_DEPTH_KINDS]
+    try:
+        async with asyncio.timeout(config.redis.socket_timeout):
+            counts = await asyncio.gather(*(queues[name].count(kind) for name, kind in pairs))  # type: ignore[arg-type]
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("metrics: queue depths unavailable: %r", exc)
+        return []
+    return [
+        ExtraGauge(
+            "job_queue_depth",
+            "Jobs in each queue by state: queued (waiting), active (running), incomplete (not finished, "
+            "scheduled ones included). Read from Redis at scrape time.",
+            ("queue", "state"),
+            [(pair, float(count)) for pair, count in zip(pairs, counts, strict=True)],
+        )
+    ]
+
+
+@routes.get("/internal/metrics", name="metrics")
+@accepts_scraper_token
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: every process's metrics summed, and the queues' depths."""
+    metrics = process_metrics()
+    if metrics is None or not request.config_dict[CONFIG_KEY].metrics.enabled:
+        raise NotFound("Metrics are off (metrics.enabled).")
+    extra = await queue_depths(request)
+    metrics.publish()  # this process's figures up to this request
+    # Reading every process's files is disk work: off the event loop.
+    body = await asyncio.to_thread(render_metrics, metrics, extra)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
 
 @web.middleware

@@ -10,7 +10,8 @@ from saq.job import Job
 
 from server.errors import NotFound
 from server.keys import PATH_KEY
-from server.routing.stamps import path_schema
+from server.routing.openapi import problem_response
+from server.routing.stamps import describe, path_schema
 from server.workers.enqueue import find_job
 
 routes = web.RouteTableDef()
@@ -61,7 +62,8 @@ def describe_job(job: Job) -> dict[str, Any]:
     }
 
 
-@routes.get("/jobs/{key}", name="job-detail")
+@routes.get("/jobs/{key:[^{}/]{1,128}}", name="job-detail")
+@describe(responses={503: problem_response(503)})
 @path_schema(JOB_PATH_SCHEMA)
 async def get_job(request: web.Request) -> web.Response:
     key = request[PATH_KEY]["key"]

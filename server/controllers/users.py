@@ -7,19 +7,24 @@ from typing import Any, cast
 from aiohttp import web
 
 from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
-from server.middlewares.cache import invalidate_namespace
+from server.middlewares.cache import invalidating
 from server.models.user import User
-from server.routing.stamps import body_schema, cached, path_schema, query_schema
+from server.routing.openapi import problem_response
+from server.routing.stamps import body_schema, cached, describe, path_schema, query_schema
 
 routes = web.RouteTableDef()
 
-# Cached reads of users; every write invalidates the namespace once it has committed, so a
-# client never reads its own write stale.
+# Cached reads of users; every write makes the namespace stale in its own transaction, so no
+# process serves a read from before a write that has answered.
 USERS_NAMESPACE = "users"
 
 INT64_MAX = 2**63 - 1
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 DEFAULT_ORDER = "id"
+# The columns a list may be ordered by, so that a schema-valid `order` is one the model accepts.
+_ORDER_TERM = f"[-+]?({'|'.join(User.columns)})"
+# (?![\s\S]) rather than $: Python's $ also matches before a final newline, ECMA-262's does not.
+ORDER_PATTERN = rf"^{_ORDER_TERM}(,{_ORDER_TERM})*(?![\s\S])"
 
 USER_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128}
 
@@ -30,8 +35,14 @@ LIST_USERS_QUERY_SCHEMA = {
         "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
         "offset": {"type": "integer", "minimum": 0, "maximum": INT64_MAX, "default": 0},
         "name": {"type": "string"},
-        # Comma-separated columns, "-" for descending; the model rejects unknown columns (400).
-        "order": {"type": "string", "maxLength": 200, "default": DEFAULT_ORDER},
+        # Comma-separated columns, "-" for descending.
+        "order": {
+            "type": "string",
+            "maxLength": 200,
+            "default": DEFAULT_ORDER,
+            "pattern": ORDER_PATTERN,
+            "description": f"Comma-separated columns ({', '.join(User.columns)}), each optionally after - (descending)",
+        },
     },
 }
 
@@ -54,8 +65,12 @@ USER_PATH_SCHEMA = {
     "properties": {"user_id": {"type": "integer", "minimum": 1, "maximum": INT64_MAX}},
 }
 
+# A write answers 503 when the database is locked, full or read-only.
+WRITE_RESPONSES: dict[int | str, Any] = {503: problem_response(503)}
+
 # Digits only, no leading zero: one URL per user (Python's int() would also take "1_0", " 1", "+1").
-USER_PATH = "/users/{user_id:[1-9][0-9]*}"
+# At most 19 digits (a 64-bit id): a longer one is an unknown resource, 404 from the router.
+USER_PATH = "/users/{user_id:[1-9][0-9]{0,18}}"
 
 
 @routes.get("/users", name="user-list")
@@ -74,10 +89,11 @@ async def list_users(request: web.Request) -> web.Response:
 
 @routes.post("/users", name="user-create")
 @body_schema(CREATE_USER_SCHEMA)
+@describe(responses=WRITE_RESPONSES)
 async def create_user(request: web.Request) -> web.Response:
     body = cast(dict[str, Any], request[BODY_KEY])
-    user = await User.create(request.config_dict[DB_KEY], name=body["name"])
-    await invalidate_namespace(request, USERS_NAMESPACE)
+    async with invalidating(request, USERS_NAMESPACE):
+        user = await User.create(request.config_dict[DB_KEY], name=body["name"])
     location = request.app.router["user-detail"].url_for(user_id=str(user.id))
     return web.json_response(user.to_dict(), status=201, headers={"Location": str(location)})
 
@@ -92,18 +108,20 @@ async def get_user(request: web.Request) -> web.Response:
 
 @routes.patch(USER_PATH, name="user-update")
 @path_schema(USER_PATH_SCHEMA)
+@describe(responses=WRITE_RESPONSES)
 @body_schema(UPDATE_USER_SCHEMA)
 async def update_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
-    await user.update(**cast(dict[str, Any], request[BODY_KEY]))
-    await invalidate_namespace(request, USERS_NAMESPACE)
+    async with invalidating(request, USERS_NAMESPACE):
+        await user.update(**cast(dict[str, Any], request[BODY_KEY]))
     return web.json_response(user.to_dict())
 
 
 @routes.delete(USER_PATH, name="user-delete")
 @path_schema(USER_PATH_SCHEMA)
+@describe(responses={204: "Deleted", **WRITE_RESPONSES})
 async def delete_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
-    await user.delete()
-    await invalidate_namespace(request, USERS_NAMESPACE)
+    async with invalidating(request, USERS_NAMESPACE):
+        await user.delete()
     return web.Response(status=204)

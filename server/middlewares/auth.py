@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from server.keys import CONFIG_KEY
+from server.routing.meta import meta_for
 
 INTERNAL_PREFIX = "/internal"
 INTERNAL_REALM = "internal"
@@ -55,6 +56,19 @@ def credentials_match(authorization: str | None, username: str, password: str) -
     return user_ok & password_ok
 
 
+def scraper_token_matches(request: web.Request) -> bool:
+    """The route takes a scraper's token (`@accepts_scraper_token`) and the request carries the
+    configured one (constant-time comparison)."""
+    route = meta_for(request)
+    if route is None or not route.scraper_token:
+        return False
+    token = request.config_dict[CONFIG_KEY].metrics.token
+    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if not token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def _cross_origin(request: web.Request) -> bool:
     """A browser's request sent by another site: its Origin is not this host."""
     origin = request.headers.get(hdrs.ORIGIN)
@@ -67,7 +81,8 @@ def _cross_origin(request: web.Request) -> bool:
 
 
 def basic_auth(prefix: str = INTERNAL_PREFIX, realm: str = INTERNAL_REALM) -> Middleware:
-    """A middleware requiring the `internal` credentials for every path under `prefix`.
+    """A middleware requiring the `internal` credentials for every path under `prefix` (or, on a
+    route stamped `accepts_scraper_token`, the scraper's bearer token).
 
     401 with `WWW-Authenticate: Basic realm=...` without them, 404 when no password is
     configured, 403 for a state-changing request another site's page made (the browser would
@@ -80,6 +95,8 @@ def basic_auth(prefix: str = INTERNAL_PREFIX, realm: str = INTERNAL_REALM) -> Mi
         resource = request.match_info.route.resource
         canonical = resource.canonical if resource is not None else ""
         if not (under_prefix(request.path, prefix) or under_prefix(canonical, prefix)):
+            return await handler(request)
+        if scraper_token_matches(request):
             return await handler(request)
         internal = request.config_dict[CONFIG_KEY].internal
         if not internal.password:

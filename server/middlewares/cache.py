@@ -1,4 +1,4 @@
-"""Response caching in Redis: one middleware serving the routes stamped `@cached(...)`, and namespace invalidation.
+"""Response caching in Redis: a `@cached(...)` stamp per route, one middleware, namespace invalidation.
 
 A stamped GET/HEAD route is answered from Redis when a valid entry exists (`X-Cache: HIT`, one
 round trip), else from its handler (`MISS`), whose 200 answer is stored for the route's TTL.
@@ -6,16 +6,26 @@ Concurrent misses of one key are collapsed: one request computes under a short R
 others poll for its entry and compute themselves only after `cache.wait_timeout`. When Redis
 fails, the handler answers (`BYPASS`); the cache never turns an answer into an error.
 
+What a client cannot do through it: grow the key space with parameters the route does not
+declare (a 400), make every request recompute (`no-cache` is honoured within a per-client
+budget), or read an entry from before a write that has answered (every entry key carries the
+namespace's generation, read from the database; see server/cache/store.py). What
+Redis cannot do through it: choose what a hit answers beyond the body (status 200, the route's
+declared content type, only its declared headers, each checked).
+
 The middleware sits outside `validation`, so a hit skips validation: only answers to requests
-that passed it are stored, and the key covers every query parameter unless the route declares a
-subset (`vary_query=(...)`), which it should only do when its query schema ignores the others.
+that passed it are stored, and the key covers every declared query parameter unless the route
+names a subset (`vary_query=(...)`), which it should only do when its handler ignores the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -24,17 +34,44 @@ from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
 from server.cache.policy import CachePolicy
-from server.cache.store import REDIS_ERRORS, Entry, ResponseCache, invalidate
+from server.cache.store import REDIS_ERRORS, Entry, ResponseCache, bump_generation, invalidate, read_generation
 from server.config import CacheConfig
-from server.keys import API_VERSION_KEY, CACHE_KEY
-from server.routing.meta import meta_for
+from server.errors import InvalidInput
+from server.keys import API_VERSION_KEY, CACHE_KEY, DB_KEY
+from server.metrics import process_metrics
+from server.routing.meta import RouteMeta, meta_for
 
 log = logging.getLogger(__name__)
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+# A header value replayed from Redis: visible ASCII and tabs only (no CR/LF, no controls).
+_SAFE_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]{0,1024}")
 # First poll of a waiting miss, and the cap of its doubling.
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.05
+
+
+def declared_parameters(route: RouteMeta) -> frozenset[str]:
+    """The query parameters a route declares: its query schema's properties (none without one)."""
+    query = route.query
+    return frozenset(query.schema.get("properties", {})) if query is not None else frozenset()
+
+
+def check_parameters(request: web.Request, route: RouteMeta, policy: CachePolicy) -> None:
+    """Raises InvalidInput (400) for a query parameter the route does not declare, when the
+    key covers every parameter (`vary_query=True`): each would otherwise be a new entry."""
+    if policy.vary_query is not True or not request.rel_url.raw_query_string:
+        return
+    unknown = sorted(set(request.query) - declared_parameters(route))
+    if unknown:
+        raise InvalidInput(
+            "unknown query parameters",
+            errors=[
+                {"parameter": name[:64], "detail": f"{name[:64]!r} is not a parameter of this route"}
+                for name in unknown[:20]
+            ],
+            errors_truncated=len(unknown) > 20,
+        )
 
 
 def _query_part(request: web.Request, vary_query: bool | frozenset[str]) -> str:
@@ -76,7 +113,20 @@ def wants_refresh(request: web.Request) -> bool:
     return "no-cache" in directives or "max-age=0" in directives
 
 
+def client_identity(request: web.Request) -> str:
+    """Who a `no-cache` refresh is counted against: the peer address (behind a proxy, the proxy:
+    every client then shares one budget, which errs on the side of the cache)."""
+    return request.remote or "unknown"
+
+
+def _count(policy: CachePolicy, state: str) -> None:
+    metrics = process_metrics()
+    if metrics is not None:
+        metrics.count_cache(policy.namespace, state)
+
+
 def _mark(response: web.StreamResponse, state: str, policy: CachePolicy, max_age: int | None) -> None:
+    _count(policy, state)
     if response.prepared:  # streamed answers carry no cache headers
         return
     headers = response.headers
@@ -87,18 +137,35 @@ def _mark(response: web.StreamResponse, state: str, policy: CachePolicy, max_age
         headers["Vary"] = policy.vary
 
 
-def _hit(entry: Entry, policy: CachePolicy) -> web.Response:
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+def _hit(entry: Entry, policy: CachePolicy) -> web.Response | None:
+    """The answer an entry gives, or None when the entry is not one this route could have
+    stored (another media type, a header it did not declare, an unsafe value): whoever can
+    write to Redis must not choose what the origin serves."""
+    if entry.status != 200 or _media_type(entry.content_type) != policy.content_type:
+        return None
+    if not _SAFE_HEADER_VALUE.fullmatch(entry.content_type):
+        return None
+    kept: dict[str, str] = {}
+    for name, value in entry.headers.items():
+        if name not in policy.store_headers or not isinstance(value, str) or not _SAFE_HEADER_VALUE.fullmatch(value):
+            return None
+        kept[name] = value
     elapsed = time.time() - entry.stored_at
     headers = {
         "Content-Type": entry.content_type,
-        **entry.headers,
+        **kept,
         "X-Cache": "HIT",
         "Age": str(max(0, int(elapsed))),
         "Cache-Control": f"max-age={max(0, int(entry.ttl - elapsed))}",
     }
     if policy.vary:
         headers["Vary"] = policy.vary
-    return web.Response(body=entry.body, status=entry.status, headers=headers)
+    _count(policy, "HIT")
+    return web.Response(body=entry.body, status=200, headers=headers)
 
 
 def _entry_of(response: web.StreamResponse, policy: CachePolicy, ttl: int) -> Entry | None:
@@ -114,8 +181,10 @@ def _entry_of(response: web.StreamResponse, policy: CachePolicy, ttl: int) -> En
     control = headers.get("Cache-Control", "").lower()
     if "no-store" in control or "private" in control:
         return None
-    kept = {h: headers[h] for h in policy.store_headers if h in headers}
     content_type = headers.get("Content-Type", "application/octet-stream")
+    if _media_type(content_type) != policy.content_type:
+        return None
+    kept = {h: headers[h] for h in policy.store_headers if h in headers}
     return Entry(200, ttl, time.time(), content_type, kept, body)
 
 
@@ -133,11 +202,11 @@ class _Miss:
     handler: Handler
     policy: CachePolicy
     store: ResponseCache
-    key: str
+    key: str  # with the generation: g<gen>:<request key>
     ttl: int
 
-    async def compute(self, generation: str, lock_token: str | None) -> web.StreamResponse:
-        """Run the handler, store a storable answer (fenced by `generation`), release the lock."""
+    async def compute(self, lock_token: str | None) -> web.StreamResponse:
+        """Run the handler, store a storable answer, release the lock."""
         store, namespace = self.store, self.policy.namespace
         try:
             response = await self.handler(self.request)
@@ -148,7 +217,7 @@ class _Miss:
         entry = _entry_of(response, self.policy, self.ttl)
         try:
             if entry is not None:
-                await store.store(namespace, self.key, entry, generation, lock_token)
+                await store.store(namespace, self.key, entry, lock_token)
             elif lock_token is not None:
                 await store.unlock(namespace, self.key, lock_token)
         except REDIS_ERRORS as exc:
@@ -162,10 +231,10 @@ class _Miss:
         except REDIS_ERRORS as exc:  # the lock expires by itself after cache.lock_timeout
             self.store.outage.failed(exc)
 
-    async def wait_for_holder(self, deadline: float, not_before: float) -> Entry | bool:
-        """The entry the lock holder stored; True when the lock is free again without one (the
-        holder failed, answered a non-200, or was fenced off by an invalidation); False once
-        `deadline` passed. Raises REDIS_ERRORS."""
+    async def wait_for_holder(self, deadline: float, not_before: float) -> web.Response | bool:
+        """The answer from the entry the lock holder stored; True when the lock is free again
+        without one (the holder failed or answered a non-200); False once `deadline` passed.
+        Raises REDIS_ERRORS."""
         loop = asyncio.get_running_loop()
         delay = _POLL_FIRST
         while loop.time() + delay <= deadline:
@@ -175,7 +244,9 @@ class _Miss:
             if raw is not None:
                 entry = Entry.decode(raw)
                 if entry is not None and entry.stored_at >= not_before:
-                    return entry
+                    answer = _hit(entry, self.policy)
+                    if answer is not None:
+                        return answer
             if not locked:
                 return True
         return False
@@ -187,37 +258,44 @@ class _Miss:
         while True:
             # Only Redis calls are guarded: an error of the handler itself must not run it twice.
             try:
-                token, generation = await store.lock(self.policy.namespace, self.key)
+                token = await store.lock(self.policy.namespace, self.key)
                 waited = True if token is not None else await self.wait_for_holder(deadline, not_before)
             except REDIS_ERRORS as exc:
                 store.outage.failed(exc)
                 return await _bypass(self.request, self.handler, self.policy)
             if token is not None:
-                return await self.compute(generation, token)
-            if isinstance(waited, Entry):
-                return _hit(waited, self.policy)
+                return await self.compute(token)
+            if isinstance(waited, web.Response):
+                return waited
             if not waited:
                 log.info("gave up waiting for the request filling %s; computing", self.key)
-                return await self.compute(generation, None)
+                return await self.compute(None)
 
 
-async def serve_cached(request: web.Request, handler: Handler, policy: CachePolicy) -> web.StreamResponse:
-    """Answer a cacheable request from the cache, or from the handler and fill the cache."""
+async def serve_cached(
+    request: web.Request, handler: Handler, route: RouteMeta, policy: CachePolicy
+) -> web.StreamResponse:
+    """Answer a cacheable request from the cache, or from the handler and fill the cache.
+
+    Raises InvalidInput (400) for an undeclared query parameter, what reading the namespace's
+    generation from the database raises (a storage fault is a 503)."""
+    check_parameters(request, route, policy)
     store = request.config_dict[CACHE_KEY]
     if not store.config.enabled or not store.outage.usable():
         return await _bypass(request, handler, policy)
-    key = request_key(request, policy)
-    refresh = wants_refresh(request)
+    generation = await read_generation(request.config_dict[DB_KEY], policy.namespace)
+    key = f"g{generation}:{request_key(request, policy)}"
     try:
-        if store.pending:
-            await store.flush_pending()
+        refresh = wants_refresh(request) and await store.refresh_allowed(client_identity(request))
         if not refresh:
             raw = await store.get(store.entry_key(policy.namespace, key))
             if raw is not None:
                 entry = Entry.decode(raw)
-                if entry is not None:
+                answer = _hit(entry, policy) if entry is not None else None
+                if answer is not None:
                     store.outage.succeeded()
-                    return _hit(entry, policy)
+                    return answer
+                log.warning("ignored a cache entry this route could not have stored: %s", key[:200])
     except REDIS_ERRORS as exc:
         store.outage.failed(exc)
         return await _bypass(request, handler, policy)
@@ -229,24 +307,42 @@ async def serve_cached(request: web.Request, handler: Handler, policy: CachePoli
 @web.middleware
 async def cache(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = meta_for(request)
-    policy = route.cache if route is not None else None
-    if policy is None or request.method not in CACHEABLE_METHODS:
+    if route is None or route.cache is None or request.method not in CACHEABLE_METHODS:
         return await handler(request)
-    return await serve_cached(request, handler, policy)
+    return await serve_cached(request, handler, route, route.cache)
 
 
 async def invalidate_namespace(
     target: web.Request | web.Application | Redis, namespace: str, *, prefix: str | None = None
 ) -> bool:
-    """Drop every cached answer of `namespace`, for every API version and process.
+    """Make every cached answer of `namespace` stale, for every API version and process.
 
-    Call it after the write is committed and before answering. With a request or the app:
-    never raises; returns False when Redis is unreachable, and the invalidation is then applied
-    before this process's next cache read. With a bare Redis client (a worker, a script):
-    raises what Redis raises; `prefix` defaults to the config's default.
+    With a request or the app: bumps the namespace's generation in the database (raises what
+    the database raises), then deletes the stored entries if Redis answers; returns whether it
+    did. Call it after the write, before answering, or better inside the write's transaction
+    (see `invalidating`). With a bare Redis client (a worker, a script): only deletes the
+    entries (`prefix` defaults to the config's default), raising what Redis raises; a process
+    with the database should bump the generation with `bump_generation(db, namespace)`.
     """
     if isinstance(target, Redis):
         await invalidate(target, prefix or CacheConfig().prefix, namespace)
         return True
-    store = target.config_dict[CACHE_KEY] if isinstance(target, web.Request) else target[CACHE_KEY]
-    return await store.invalidate_or_defer(namespace)
+    config = target.config_dict if isinstance(target, web.Request) else target
+    await bump_generation(config[DB_KEY], namespace)
+    return await config[CACHE_KEY].drop(namespace)
+
+
+@asynccontextmanager
+async def invalidating(request: web.Request, namespace: str) -> AsyncIterator[None]:
+    """A write unit that makes `namespace` stale as it commits: the generation is bumped in the
+    same transaction, so no process serves an entry from before the write once it has committed;
+    the old entries are deleted from Redis afterwards (best effort).
+
+        async with invalidating(request, "users"):
+            user = await User.create(db, name=name)
+    """
+    db = request.config_dict[DB_KEY]
+    async with db.transaction():
+        yield
+        await bump_generation(db, namespace)
+    await request.config_dict[CACHE_KEY].drop(namespace)

@@ -28,6 +28,7 @@ def problem(
     detail: str | None = None,
     type: str = "about:blank",
     errors: Sequence[Mapping[str, Any]] | None = None,
+    errors_truncated: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """Build an `application/problem+json` answer carrying the request id."""
@@ -40,5 +41,7 @@ def problem(
     }
     if errors is not None:
         body["errors"] = list(errors)
+        if errors_truncated:  # `errors` lists only the first violations (server.max_violations)
+            body["errors_truncated"] = True
     response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
     return response

@@ -18,43 +18,90 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.errors import InvalidInput, NotFound, UnsupportedMediaType, ValidationFailed
-from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
+from server.keys import BODY_KEY, CONFIG_KEY, PATH_KEY, QUERY_KEY
 from server.routing.meta import InvalidHook, RouteMeta, meta_for
-from server.routing.schemas import CompiledSchema, Violation, json_pointer
+from server.routing.schemas import CompiledSchema, Violation, json_pointer, shorten
 
 _INTEGER = re.compile(r"-?[0-9]+")
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+# Digits of an integer whose schema declares no bound: 64-bit values (what SQLite stores).
+_UNBOUNDED_DIGITS = len(str(2**63))
+
+
+class OutOfRange(ValueError):
+    """A number with more digits than its schema's bounds allow: refused before int() (which
+    raises past 4,300 digits and costs quadratic time before that)."""
+
+
+def _bound(schema: Mapping[str, Any], *names: str) -> float | None:
+    for name in names:
+        value = schema.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _digits_allowed(schema: Mapping[str, Any]) -> int:
+    """The most digits a number within the schema's bounds can have (64-bit when unbounded)."""
+    low = _bound(schema, "minimum", "exclusiveMinimum")
+    high = _bound(schema, "maximum", "exclusiveMaximum")
+    if low is None or high is None:
+        return _UNBOUNDED_DIGITS
+    return max(len(str(int(abs(low)))), len(str(int(abs(high)))))
+
+
+def _parse_integer(raw: str, schema: Mapping[str, Any]) -> int:
+    """`raw` (already matching _INTEGER) as an int; raises OutOfRange past the schema's digits."""
+    sign = "-" if raw.startswith("-") else ""
+    digits = raw[len(sign) :].lstrip("0") or "0"
+    if len(digits) > _digits_allowed(schema):
+        low = _bound(schema, "minimum", "exclusiveMinimum")
+        high = _bound(schema, "maximum", "exclusiveMaximum")
+        where = f"outside {low}..{high}" if low is not None and high is not None else "beyond 64 bits"
+        raise OutOfRange(f"a number of {len(digits)} digits is {where}")
+    return int(sign + digits)
 
 
 def _coerce_value(raw: str, schema: Mapping[str, Any]) -> Any:
+    """`raw` as the schema's type when it parses (else `raw` itself); raises OutOfRange."""
     # Strict ASCII grammars: int() alone would take "1_000", " 7 " and other digits scripts.
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
     for kind in kinds:
         if kind == "integer" and _INTEGER.fullmatch(raw):
-            return int(raw)
+            return _parse_integer(raw, schema)
         if kind == "number" and _NUMBER.fullmatch(raw):
+            if _INTEGER.fullmatch(raw):
+                return _parse_integer(raw, schema)
             value = float(raw)
             if math.isfinite(value):
-                return int(raw) if _INTEGER.fullmatch(raw) else value
+                return value
         if kind == "boolean" and raw in ("true", "false"):
             return raw == "true"
     return raw
 
 
-def coerce_params(params: Mapping[str, str], schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Strings from a URL turned into the types the schema declares (when they parse)."""
+def coerce_params(params: Mapping[str, str], schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Strings from a URL turned into the types the schema declares (when they parse), and a
+    `{"parameter", "detail"}` item for each number too long for its schema's bounds."""
     props = schema.get("properties", {})
     out: dict[str, Any] = {}
+    unparsed: list[dict[str, str]] = []
     for name in params:
+        if name in out:
+            continue  # a repeated parameter: the first value counts (arrays take them all)
         prop = props.get(name, {})
-        if prop.get("type") == "array":
-            getall = getattr(params, "getall", None)  # a MultiDict: every value of a repeated name
-            values = getall(name) if getall is not None else [params[name]]
-            out[name] = [_coerce_value(v, prop.get("items", {})) for v in values]
-        else:
-            out[name] = _coerce_value(params[name], prop)
-    return out
+        try:
+            if prop.get("type") == "array":
+                getall = getattr(params, "getall", None)  # a MultiDict: every value of a repeated name
+                values = getall(name) if getall is not None else [params[name]]
+                out[name] = [_coerce_value(v, prop.get("items", {})) for v in values]
+            else:
+                out[name] = _coerce_value(params[name], prop)
+        except OutOfRange as exc:
+            unparsed.append({"parameter": name, "detail": str(exc)})
+            out[name] = None
+    return out, unparsed
 
 
 def _param_errors(compiled: CompiledSchema, values: Mapping[str, Any], errors: list[Violation]) -> list[dict[str, str]]:
@@ -136,21 +183,13 @@ def has_lone_surrogate(document: Any) -> bool:
 _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-async def read_json_body(request: web.Request) -> Any:
-    """The parsed JSON body.
-
-    Raises UnsupportedMediaType (415) or InvalidInput (400); aiohttp's 413 propagates.
-    """
-    if not is_json_content_type(request.content_type):
-        raise UnsupportedMediaType(
-            f"expected a JSON body (Content-Type: application/json), got {request.content_type!r}"
-        )
-    raw = await request.read()
+def parse_json(raw: bytes) -> Any:
+    """The JSON document in `raw`; raises InvalidInput (400)."""
     try:
         # Strict UTF-8 (RFC 8259): json.loads(bytes) would let encoded surrogates through.
         document = _JSON_DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+        raise InvalidInput(f"the body is not valid JSON: {shorten(str(exc))}") from None
     except RecursionError:
         raise InvalidInput("the body is not valid JSON: nested too deeply") from None
     # Past strict decoding a lone surrogate can only arrive escaped; such a string breaks any later
@@ -160,33 +199,80 @@ async def read_json_body(request: web.Request) -> Any:
     return document
 
 
+async def read_raw_json_body(request: web.Request) -> bytes:
+    """The body of a JSON request, unparsed.
+
+    Raises UnsupportedMediaType (415); aiohttp's 413 propagates.
+    """
+    if not is_json_content_type(request.content_type):
+        raise UnsupportedMediaType(
+            f"expected a JSON body (Content-Type: application/json), got {request.content_type!r}"
+        )
+    return await request.read()
+
+
+async def read_json_body(request: web.Request) -> Any:
+    """The parsed JSON body.
+
+    Raises UnsupportedMediaType (415) or InvalidInput (400); aiohttp's 413 propagates.
+    """
+    return parse_json(await read_raw_json_body(request))
+
+
+def check_body(raw: bytes, compiled: CompiledSchema, limit: int) -> tuple[Any, list[Violation], bool]:
+    """(the document, its first `limit` violations, whether there are more); raises InvalidInput.
+
+    The parse costs what it costs (40-80 ms of loop time for 1 MiB, valid or not); listing the
+    violations costs a few of their count, whatever the document's size (routing/lazy_errors.py).
+    """
+    document = parse_json(raw)
+    if compiled.is_valid(document):
+        return document, [], False
+    found, truncated = compiled.violations(document, limit)
+    return document, found, truncated
+
+
 @web.middleware
 async def validation(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = meta_for(request)
     if route is None:
         return await handler(request)
+    limit = request.config_dict[CONFIG_KEY].server.max_violations
 
     path = route.path
     if path is not None:
-        values = coerce_params(request.match_info, path.schema)
+        values, unparsed = coerce_params(request.match_info, path.schema)
+        if unparsed:
+            raise NotFound(f"no such resource: {unparsed[0]['detail']}")
         if not path.is_valid(values):
-            raise NotFound(f"no such resource: {path.errors(values)[0][1]}")
+            found, _ = path.violations(values, 1)
+            raise NotFound(f"no such resource: {found[0][1] if found else 'invalid path'}")
         request[PATH_KEY] = values
 
     query = route.query
     if query is not None:
-        values = coerce_params(request.query, query.schema)
+        values, unparsed = coerce_params(request.query, query.schema)
+        if unparsed:
+            raise InvalidInput(
+                "invalid query parameters", errors=unparsed[:limit], errors_truncated=len(unparsed) > limit
+            )
         if not query.is_valid(values):
-            raise InvalidInput("invalid query parameters", errors=_param_errors(query, values, query.errors(values)))
+            found, truncated = query.violations(values, limit)
+            raise InvalidInput(
+                "invalid query parameters",
+                errors=_param_errors(query, values, found),
+                errors_truncated=truncated,
+            )
         request[QUERY_KEY] = values
 
     body = route.body
     if body is not None:
-        document = await read_json_body(request)
-        if not body.is_valid(document):
+        document, found, truncated = check_body(await read_raw_json_body(request), body, limit)
+        if found:
             failure = ValidationFailed(
                 "the request body does not match the schema",
-                errors=[{"pointer": json_pointer(p), "detail": m} for p, m in body.errors(document)],
+                errors=[{"pointer": json_pointer(p), "detail": m} for p, m in found],
+                errors_truncated=truncated,
             )
             hook = invalid_hook(request, route)
             if hook is not None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from server.config import DatabaseConfig
 from server.models.database import Database
 from server.models.postgres import PostgresDatabase
 from server.models.sqlite import SQLiteDatabase
 
 
-def make_database(cfg: DatabaseConfig, *, small: bool = False) -> Database:
-    """The configured Database, not yet open. `small`: as few connections as works (CLI commands)."""
+def make_database(
+    cfg: DatabaseConfig, *, small: bool = False, on_write_wait: Callable[[float], None] | None = None
+) -> Database:
+    """The configured Database, not yet open. `small`: as few connections as works (CLI commands).
+    `on_write_wait` gets the seconds each SQLite write unit waited for the writer (the metrics)."""
     if cfg.url:
         return PostgresDatabase(
             cfg.url,
@@ -21,5 +26,9 @@ def make_database(cfg: DatabaseConfig, *, small: bool = False) -> Database:
             acquire_timeout=cfg.busy_timeout_ms / 1000,
         )
     return SQLiteDatabase(
-        cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=1 if small else cfg.read_connections
+        cfg.path,
+        busy_timeout_ms=cfg.busy_timeout_ms,
+        read_connections=1 if small else cfg.read_connections,
+        on_write_wait=on_write_wait,
+        max_waiting_writers=cfg.max_waiting_writers,
     )

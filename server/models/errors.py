@@ -1,17 +1,15 @@
 """The data layer's errors: domain errors (they know their HTTP status, nothing else of HTTP).
 
-Both backends translate their driver's errors into these, so a caller sees the same error for the
-same fault on SQLite and PostgreSQL: a unique violation is a Conflict (409), a value or constraint
-the database refuses is InvalidQuery (400), a database that cannot answer now is
-DatabaseUnavailable (503 with Retry-After).
+Both backends translate their driver's errors into these, so a caller sees the same error for
+the same cause on SQLite and PostgreSQL: a unique violation is a Conflict (409), a value or
+constraint the database refuses is InvalidQuery (400). Storage faults while it runs (locked,
+full, read-only, down, no free connection) are told apart in faults.py and answered 503; a
+database that cannot be opened at all is DatabaseUnavailable.
 """
 
 from __future__ import annotations
 
 from server.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
-
-# What a client is told when the database cannot answer; the cause goes to the log only.
-UNAVAILABLE_DETAIL = "the database cannot answer now; retry later"
 
 
 class InvalidQuery(InvalidInput):
@@ -27,4 +25,4 @@ class UniqueViolation(Conflict):
 
 
 class DatabaseUnavailable(ServiceUnavailable):
-    """The database cannot answer now (locked, full, read-only, down, out of connections); retry later."""
+    """The database cannot be opened (not there, refusing, unwritable); the message says which."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,24 +16,12 @@ from asyncpg.pool import PoolConnectionProxy
 
 from server.models.database import Database, Params, Row, Transaction
 from server.models.dialect import POSTGRESQL
-from server.models.errors import UNAVAILABLE_DETAIL, DatabaseUnavailable, InvalidQuery, UniqueViolation
+from server.models.errors import DatabaseUnavailable, InvalidQuery, UniqueViolation
+from server.models.faults import StorageBusy, StorageFault, storage_fault
 from server.models.sqltext import numbered_placeholders
 
-log = logging.getLogger(__name__)
-
-# Server errors that mean "not now" (answered 503): connection lost or refused, too many
-# connections, disk full, shutdown or cancelled statement, a read-only standby, and
-# serialization failures and deadlocks, which succeed when retried.
-_UNAVAILABLE = (
-    pg.PostgresConnectionError,
-    pg.InsufficientResourcesError,
-    pg.OperatorInterventionError,
-    pg.ReadOnlySQLTransactionError,
-    pg.TransactionRollbackError,
-    pg.CannotConnectNowError,
-    OSError,
-    asyncio.TimeoutError,
-)
+# Errors of the connection itself, with no SQLSTATE: the server refused, vanished or did not answer.
+_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, pg.ClientCannotConnectError)
 # A connection lent by the pool (the only kind used here); subscripted for the type checker only.
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 _DRIVER_ERRORS = (pg.PostgresError, pg.InterfaceError)
@@ -55,10 +42,12 @@ def translate(exc: Exception) -> Exception:
         return InvalidQuery(f"FOREIGN KEY constraint failed: {exc.constraint_name}")
     if isinstance(exc, (pg.IntegrityConstraintViolationError, pg.DataError)):
         return InvalidQuery(str(exc))
-    if isinstance(exc, _UNAVAILABLE) or (isinstance(exc, pg.InterfaceError) and str(exc).startswith(_CLOSED_MESSAGES)):
-        # The cause (hosts, addresses) goes to the log, not to the client.
-        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-        return DatabaseUnavailable(UNAVAILABLE_DETAIL)
+    if isinstance(exc, _CONNECTION_ERRORS) or (
+        isinstance(exc, pg.InterfaceError) and str(exc).startswith(_CLOSED_MESSAGES)
+    ):
+        # A 503 (server/models/faults.py); server errors that carry a SQLSTATE (too many
+        # connections, shutting down, read-only, disk full...) are classified there as they are.
+        return StorageFault(f"{type(exc).__name__}: {exc}", kind="down")
     return exc
 
 
@@ -198,8 +187,7 @@ class PostgresDatabase(Database):
         try:
             self._pool = await asyncpg.create_pool(self.url, **self._pool_args)
         except Exception as exc:
-            mapped = translate(exc)
-            if mapped is exc:
+            if storage_fault(translate(exc)) is None and storage_fault(exc) is None:
                 raise
             raise DatabaseUnavailable(f"cannot connect to {self.label}: {exc}") from exc
 
@@ -227,8 +215,15 @@ class PostgresDatabase(Database):
             else:
                 # All lent: wait in the pool's queue, bounded by a timer on this task. asyncpg's
                 # own acquire(timeout=) runs the wait in a task of its own (wait_for), dearer.
-                async with asyncio.timeout(self._acquire_timeout):
-                    conn = await pool.acquire()
+                try:
+                    async with asyncio.timeout(self._acquire_timeout):
+                        conn = await pool.acquire()
+                except TimeoutError:
+                    raise StorageBusy(
+                        f"waited {self._acquire_timeout * 1000:.0f} ms for a free connection", kind="connections"
+                    ) from None
+        except StorageBusy:
+            raise
         except Exception as exc:
             raise _mapped(exc) from exc
         self._borrowed += 1

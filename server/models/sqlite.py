@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -14,23 +15,18 @@ import aiosqlite
 
 from server.models.database import Database, Params, Row, Transaction
 from server.models.dialect import SQLITE
-from server.models.errors import UNAVAILABLE_DETAIL, DatabaseUnavailable, InvalidQuery, UniqueViolation
+from server.models.errors import DatabaseUnavailable, InvalidQuery, UniqueViolation
+from server.models.faults import StorageBusy, storage_fault
 
 log = logging.getLogger(__name__)
 
-# OperationalError messages that mean "not now" rather than "wrong SQL" (answered 503).
-_UNAVAILABLE = (
-    "database is locked",
-    "database table is locked",
-    "disk I/O error",
-    "database or disk is full",
-    "attempt to write a readonly database",
-    "unable to open database file",
-)
-
 
 def translate(exc: sqlite3.Error) -> Exception:
-    """The domain error for a driver error (the same ones PostgreSQL's are mapped to), else `exc`."""
+    """The domain error for a driver error (the same ones PostgreSQL's are mapped to), else `exc`.
+
+    Storage faults (locked, full, read-only, I/O) stay as they are: server/models/faults.py
+    tells them apart and the error middleware answers them 503.
+    """
     message = str(exc)
     if isinstance(exc, sqlite3.IntegrityError):
         if message.startswith("UNIQUE constraint failed"):
@@ -38,9 +34,6 @@ def translate(exc: sqlite3.Error) -> Exception:
         return InvalidQuery(message)  # CHECK, NOT NULL, FOREIGN KEY
     if isinstance(exc, sqlite3.DataError):
         return InvalidQuery(message)
-    if isinstance(exc, sqlite3.OperationalError) and message.startswith(_UNAVAILABLE):
-        log.warning("database unavailable: %s", message)
-        return DatabaseUnavailable(UNAVAILABLE_DETAIL)
     return exc
 
 
@@ -95,9 +88,24 @@ class SQLiteDatabase(Database):
 
     dialect = SQLITE
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000, read_connections: int = 2) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        read_connections: int = 2,
+        on_write_wait: Callable[[float], None] | None = None,
+        max_waiting_writers: int = 256,
+    ) -> None:
         self.path = str(path)
+        # Called with the seconds each write unit waited for the writer (this process's lock,
+        # then SQLite's lock held by other processes): the metrics' database wait.
+        self.on_write_wait = on_write_wait
         self._busy_timeout_ms = busy_timeout_ms
+        # Writers queued behind the write lock (another write holds it, perhaps itself waiting on
+        # SQLite's lock for busy_timeout): past this many, a write fails at once (StorageBusy).
+        self._max_waiting_writers = max_waiting_writers
+        self._waiting_writers = 0
         self._read_count = read_connections
         self._writer: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
@@ -119,7 +127,9 @@ class SQLiteDatabase(Database):
         try:
             conn = await pending
         except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            if storage_fault(exc) is not None:
+                raise DatabaseUnavailable(f"cannot open {self.path}: {exc}") from exc
+            raise
         try:
             conn.row_factory = aiosqlite.Row
             await conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
@@ -194,6 +204,8 @@ class SQLiteDatabase(Database):
             async with self._savepoint() as tx:
                 yield tx
             return
+        on_wait = self.on_write_wait
+        waiting_since = time.perf_counter() if on_wait is not None else 0.0
         async with self._writing():
             conn = self.writer
             self._owner = asyncio.current_task()
@@ -204,8 +216,8 @@ class SQLiteDatabase(Database):
                     # The BEGIN was queued on the connection's thread and may still run there.
                     await self._rollback(conn)
                     raise
-                except sqlite3.Error as exc:
-                    raise translate(exc) from exc
+                if on_wait is not None:
+                    on_wait(time.perf_counter() - waiting_since)
                 try:
                     yield SQLiteTransaction(conn)
                 except BaseException:
@@ -224,13 +236,18 @@ class SQLiteDatabase(Database):
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[None]:
-        """Hold the write lock, waiting for it no longer than for another process's (busy_timeout)."""
+        """The write lock, waited for at most busy_timeout and only by a bounded number of
+        writers; raises StorageBusy (a 503) instead of queueing without bound while SQLite is locked."""
+        if self._write_lock.locked() and self._waiting_writers >= self._max_waiting_writers:
+            raise StorageBusy(f"{self._waiting_writers} writers already wait for the database")
+        self._waiting_writers += 1
         try:
             async with asyncio.timeout(self._busy_timeout_ms / 1000):
                 await self._write_lock.acquire()
         except TimeoutError:
-            log.warning("database unavailable: a write waited over %d ms for its turn", self._busy_timeout_ms)
-            raise DatabaseUnavailable(UNAVAILABLE_DETAIL) from None
+            raise StorageBusy(f"waited {self._busy_timeout_ms} ms for the write lock") from None
+        finally:
+            self._waiting_writers -= 1
         try:
             yield
         finally:
@@ -246,8 +263,14 @@ class SQLiteDatabase(Database):
             try:
                 yield SQLiteTransaction(conn)
             except BaseException:
-                await conn.execute(f"ROLLBACK TO {name}")
-                await conn.execute(f"RELEASE {name}")
+                try:
+                    await conn.execute(f"ROLLBACK TO {name}")
+                    await conn.execute(f"RELEASE {name}")
+                except sqlite3.OperationalError as exc:
+                    # SQLite rolls the whole transaction back by itself on some errors (disk
+                    # full, I/O): the savepoint is gone, and the first error is the one to raise.
+                    if "no such savepoint" not in str(exc):
+                        raise
                 raise
             await conn.execute(f"RELEASE {name}")
         finally:

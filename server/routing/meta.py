@@ -43,6 +43,8 @@ class RouteMeta:
     on_invalid: InvalidHook | None = None
     cache: CachePolicy | None = None
     doc: RouteDoc | None = None
+    # An internal page a scraper may also open with its bearer token (`metrics.token`).
+    scraper_token: bool = False
     # Room for the access rules and limits a route may declare (fields added with their features).
 
     def schemas(self) -> dict[str, CompiledSchema]:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from server.errors import PROBLEM_CONTENT_TYPE
-from server.routing.meta import RouteDoc, doc_of, method_handler, schemas_of
+from server.routing.meta import RouteDoc, doc_of, meta_of, method_handler, schemas_of
 
 OPENAPI_VERSION = "3.1.0"
 # Operator pages (dashboards) stay out of the public document.
@@ -62,6 +62,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
         "request_id": {"type": ["string", "null"]},
+        "errors_truncated": {
+            "const": True,
+            "description": "Present when `errors` lists only the first `server.max_violations` violations",
+        },
         "errors": {
             "type": "array",
             "items": {
@@ -258,6 +262,11 @@ def _operation(method: str, route: RouteLike, handler: Any, schemas: _Schemas, t
         errors.add(400)
     if _PATH_PARAM.search(route.path):
         errors.add(404)
+    route_meta = meta_of(handler)
+    if route_meta is not None and route_meta.cache is not None:
+        # A cached route refuses undeclared query parameters, and reads the namespace's
+        # generation from the database before Redis (a storage fault is a 503).
+        errors |= {400, 503}
     for status in sorted(errors):
         responses[str(status)] = problem_response(status)
     for code, stamped_response in stamp.responses.items():

@@ -63,17 +63,25 @@ def cached(
     vary_headers: Iterable[str] = (),
     namespace: str = "default",
     store_headers: Iterable[str] = (),
+    content_type: str = "application/json",
 ) -> Callable[[H], H]:
     """Cache the route's 200 answers in Redis (served by middlewares/cache.py).
 
-    `ttl` in seconds (None: `cache.default_ttl`); `vary_query` True keys on every query
-    parameter, False on none, a list of names on those only; `vary_headers` request headers
-    that change the answer (also sent as `Vary`); `namespace` groups entries for
-    `invalidate_namespace`; `store_headers` answer headers kept besides the defaults.
+    `ttl` in seconds (None: `cache.default_ttl`); `vary_query` True keys on every parameter
+    of the route's query schema and answers 400 to any other (no schema: no parameter), False
+    on none, a list of names on those only (others are ignored); `vary_headers` request
+    headers that change the answer (also sent as `Vary`); `namespace` groups entries for
+    `invalidate_namespace`; `store_headers` answer headers kept besides the defaults;
+    `content_type` the media type of the answers stored (others are not).
     Raises ValueError for a bad declaration, when decorating.
     """
     policy = make_policy(
-        ttl, vary_query=vary_query, vary_headers=vary_headers, namespace=namespace, store_headers=store_headers
+        ttl,
+        vary_query=vary_query,
+        vary_headers=vary_headers,
+        namespace=namespace,
+        store_headers=store_headers,
+        content_type=content_type,
     )
 
     def stamp(handler: H) -> H:
@@ -125,3 +133,9 @@ def describe(
         return handler
 
     return stamp
+
+
+def accepts_scraper_token(handler: H) -> H:
+    """Let a scraper's bearer token (`metrics.token`, when set) open this internal page too."""
+    meta(handler).scraper_token = True
+    return handler

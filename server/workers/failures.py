@@ -36,6 +36,12 @@ def request_id_of(job: Job) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def traceparent_of(job: Job) -> str | None:
+    """The W3C trace context of the request that enqueued the job, when it sent one."""
+    value = (job.meta or {}).get("traceparent")
+    return value if isinstance(value, str) else None
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

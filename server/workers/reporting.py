@@ -9,7 +9,7 @@ from saq.job import Job
 
 from server.config import HoneybadgerConfig
 from server.services.honeybadger.payload import caller_stack
-from server.services.honeybadger.sender import HoneybadgerReporter, new_report
+from server.services.honeybadger.sender import HoneybadgerReporter, new_report, reporter_observer
 from server.workers.failures import JobFailureReporter, JobSwept
 
 # What a worker's ctx holds: the reporter it opened (closed by its shutdown hook), and the
@@ -86,7 +86,7 @@ def job_failure_reporter(reporter: HoneybadgerReporter) -> JobFailureReporter:
 
 async def open_job_reporting(ctx: MutableMapping[str, Any], config: HoneybadgerConfig) -> None:
     """For a worker that has no reporter of its process (the `saq` CLI): start one (after any fork)."""
-    reporter = HoneybadgerReporter(config)
+    reporter = HoneybadgerReporter(config, observer=reporter_observer())
     reporter.start()  # logs in one line when reporting is off
     ctx[CTX_REPORTER] = reporter
     ctx[CTX_REPORT_FAILURE] = job_failure_reporter(reporter)

@@ -12,7 +12,7 @@ from saq import Worker
 
 from server.config import Config
 from server.resources import WorkerResources, close_resources, open_resources
-from server.services.honeybadger.sender import HoneybadgerReporter
+from server.services.honeybadger.sender import HoneybadgerReporter, reporter_observer
 from server.workers.failures import JobFailureReporter
 from server.workers.reporting import job_failure_reporter
 from server.workers.settings import worker_settings
@@ -96,7 +96,7 @@ async def run_worker_process(config: Config, names: Sequence[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     resources = await open_resources(config)
-    reporter = HoneybadgerReporter(config.honeybadger)
+    reporter = HoneybadgerReporter(config.honeybadger, observer=reporter_observer())
     reporter.start()
     try:
         group = WorkerGroup.for_queues(config, names, resources=resources, reporter=job_failure_reporter(reporter))

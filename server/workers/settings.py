@@ -12,18 +12,26 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
 from saq import CronJob
-from saq.job import Job
+from saq.job import Job, Status
 
 from server.config import DEFAULT_CONFIG_PATH, Config, load_config
-from server.log_context import current_request_id
+from server.log_context import current_job, current_request_id, current_traceparent
+from server.metrics import job_outcome, process_metrics, setup_process_metrics
 from server.resources import WorkerResources, close_resources, open_resources
 from server.services.queues import JobQueue, concurrency_for, make_queue_client
-from server.workers.failures import JobFailureReporter, handle_failure, handle_swept, request_id_of
+from server.workers.failures import (
+    JobFailureReporter,
+    handle_failure,
+    handle_swept,
+    request_id_of,
+    traceparent_of,
+)
 from server.workers.reporting import CTX_REPORT_FAILURE, close_job_reporting, open_job_reporting
 from server.workers.stopping import request_stop
 from server.workers.tasks import TASKS, record_database_stats
@@ -94,14 +102,23 @@ def worker_settings(
         await close_job_reporting(ctx)
 
     async def before_process(ctx: dict[str, Any]) -> None:
-        # Log lines of the job (and SAQ's own about it) carry the id of the request that asked for it.
-        current_request_id.set(request_id_of(ctx["job"]) or "-")
+        # Log lines of the job (and SAQ's own about it) carry the job, and the id and trace context
+        # of the request that asked for it. Set for every job: the task running them is reused.
+        job = ctx["job"]
+        current_request_id.set(request_id_of(job) or "-")
+        current_traceparent.set(traceparent_of(job))
+        current_job.set((job.key, job.function))
 
     async def after_process(ctx: dict[str, Any]) -> None:
         exc = ctx.get("exception")  # only when the function raised or timed out, not on cancel/abort
-        if exc is None:
-            return
-        await handle_failure(ctx["redis"], ctx.get(CTX_REPORT_FAILURE), ctx["job"], exc, keep=cfg.failed_keep)
+        count_attempt(ctx["job"], raised=exc is not None)
+        try:
+            if exc is not None:
+                await handle_failure(ctx["redis"], ctx.get(CTX_REPORT_FAILURE), ctx["job"], exc, keep=cfg.failed_keep)
+        finally:
+            current_job.set(None)
+            current_traceparent.set(None)
+            current_request_id.set("-")
 
     return {
         "queue": queue,
@@ -120,7 +137,23 @@ def worker_settings(
     }
 
 
+def count_attempt(job: Job, *, raised: bool) -> None:
+    """The metrics of one finished attempt: its outcome and how long it ran."""
+    metrics = process_metrics()
+    if metrics is None:
+        return
+    outcome = job_outcome(str(job.status.value), raised)
+    if outcome is None:
+        return
+    seconds = time.time() - job.started / 1000 if job.started else None
+    metrics.count_attempt(job.queue.name if job.queue else "?", job.function, outcome, seconds)
+
+
 async def _on_swept(ctx: dict[str, Any], queue: JobQueue, jobs: list[Job]) -> None:
+    metrics = process_metrics()
+    if metrics is not None:
+        for job in jobs:
+            metrics.count_swept(queue.name, job.function, "aborted" if job.status == Status.ABORTED else "requeued")
     redis = ctx.get("redis")
     if redis is None:  # swept before startup finished: nothing to record with
         return
@@ -130,6 +163,7 @@ async def _on_swept(ctx: dict[str, Any], queue: JobQueue, jobs: list[Job]) -> No
 def settings_for(queue_name: str) -> dict[str, Any]:
     """Settings for the `saq` CLI, from the config file named by $SERVER_CONFIG (else config.yaml)."""
     config = load_config(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    setup_process_metrics(config)
     if queue_name not in config.queue.names:
         raise ValueError(f"queue {queue_name!r} is not in queue.names {list(config.queue.names)}")
     return worker_settings(config, queue_name)

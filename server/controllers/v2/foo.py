@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.controllers.foo import foo_payload
+from server.controllers.foo import FOO_QUERY_SCHEMA, FOO_RESPONSES, foo_payload
+from server.routing.stamps import describe, query_schema
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/foo", name="foo")
+@query_schema(FOO_QUERY_SCHEMA)
+@describe(responses=FOO_RESPONSES)
 async def get_foo(request: web.Request) -> web.Response:
     payload = await foo_payload(request)
     payload["links"] = {"self": str(request.rel_url.with_query(None))}

@@ -24,11 +24,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from server.config import PROJECT_ROOT, HoneybadgerConfig
+from server.metrics import process_metrics
 from server.services.honeybadger.payload import Report, build_payload, caller_stack, json_default, normalize_filters
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,23 @@ def _load_honeybadger() -> tuple[Any, Any, Any]:
     return Configuration, Notice, read_source
 
 
+# Told, under the reporter's lock, of every notice queued ("queued") or leaving the backlog
+# ("sent", "failed", "dropped", "abandoned"), with the backlog after it: the metrics.
+ReporterObserver = Callable[[str, int], None]
+
+
+def reporter_observer() -> ReporterObserver | None:
+    """The process's metrics of the backlog and of what becomes of notices, when metrics are on."""
+    metrics = process_metrics()
+    return metrics.honeybadger_event if metrics is not None else None
+
+
 class HoneybadgerReporter:
     """Reports errors to Honeybadger from one daemon thread; every public method is cheap and never blocks."""
 
-    def __init__(self, config: HoneybadgerConfig) -> None:
+    def __init__(self, config: HoneybadgerConfig, observer: ReporterObserver | None = None) -> None:
         self.config = config
+        self._observer = observer
         self._filters = normalize_filters(config.params_filters)
         self._url = config.endpoint.rstrip("/") + NOTICES_PATH
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -181,8 +194,10 @@ class HoneybadgerReporter:
             if not self._closing and self._queue.qsize() < self.config.max_backlog:
                 self._pending += 1
                 self._queue.put_nowait(report)
+                self._observe("queued")
                 return report.token
             self._dropped += 1
+            self._observe("dropped")
             dropped = self._dropped
             now = time.monotonic()
             # One line per burst (at most one a minute), not one per dropped notice.
@@ -254,9 +269,18 @@ class HoneybadgerReporter:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
 
+    def _observe(self, outcome: str) -> None:
+        """Tell the observer; the caller holds the lock, so backlog figures arrive in order."""
+        if self._observer is not None:
+            try:
+                self._observer(outcome, self._pending)
+            except Exception:  # counting must never stop reporting
+                log.debug("honeybadger: observer failed", exc_info=True)
+
     def _count(self, outcome: str, reason: BaseException | None = None) -> None:
         with self._lock:
             self._pending -= 1
+            self._observe(outcome)
             if outcome == "abandoned":
                 self._abandoned += 1
                 return
