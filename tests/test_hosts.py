@@ -64,6 +64,8 @@ async def test_a_web_host_and_a_worker_host_share_postgresql_and_redis(
             circus={"role": role, "timeout": 5.0},
             internal={"password": ""},
             queue={"stats_cron": "* * * * * */1", "job_timeout": 10},
+            # The host's own metrics directory (the test session's is this process's; supervise empties it).
+            metrics={"dir": str(folder / "var" / "metrics")},
         )
         # Several hosts: `migrate` runs once per deploy, each host only checks the schema.
         config = dataclasses.replace(config, database=dataclasses.replace(config.database, auto_migrate=False))
@@ -199,18 +201,21 @@ def test_each_role_runs_its_own_part_of_circus_ini(tmp_path):
         return set(parser.sections())
 
     workers = {"watcher:worker", "watcher:worker-high", "watcher:worker-low"}
-    everything = {"circus", "socket:web", "watcher:redis", "watcher:web", *workers}
+    redis = {"watcher:redis", "watcher:redis-cache"}  # the queue's Redis and the cache's own
+    everything = {"circus", "socket:web", "watcher:web", *redis, *workers}
     assert sections("all") == everything
-    assert sections("all", sentinels=["127.0.0.1:26379"]) == everything - {"watcher:redis"}
-    assert sections("all", supervise="never") == everything - {"watcher:redis"}
+    assert sections("all", sentinels=["127.0.0.1:26379"]) == everything - redis
+    assert sections("all", supervise="never") == everything - redis
     assert sections("web") == {"circus", "socket:web", "watcher:web"}
     assert sections("worker") == {"circus", *workers}
-    assert sections("worker", supervise="always") == {"circus", "watcher:redis", *workers}
+    assert sections("worker", supervise="always") == {"circus", *redis, *workers}
 
 
 def supervise_once(
     tmp_path: Path, overrides: dict[str, object], env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
+    # A metrics directory of its own: supervise empties it, and this process's is the session's.
+    overrides = {"metrics": {"dir": str(tmp_path / "var" / "metrics")}, **overrides}
     config = jobs_test_config(tmp_path, f"redis://127.0.0.1:{free_port()}/0", **overrides)
     path = write_config(tmp_path / "config.yaml", config)
     return subprocess.run(

@@ -235,6 +235,17 @@ class SQLiteDatabase(Database):
                 self._owner = None
 
     @asynccontextmanager
+    async def _single_write(self) -> AsyncIterator[SQLiteTransaction]:
+        """The writer for one statement outside a unit: it commits alone (autocommit), and the lock
+        keeps it out of other tasks' units. The metrics get the wait for this process's lock."""
+        on_wait = self.on_write_wait
+        waiting_since = time.perf_counter() if on_wait is not None else 0.0
+        async with self._writing():
+            if on_wait is not None:
+                on_wait(time.perf_counter() - waiting_since)
+            yield SQLiteTransaction(self.writer)
+
+    @asynccontextmanager
     async def _writing(self) -> AsyncIterator[None]:
         """The write lock, waited for at most busy_timeout and only by a bounded number of
         writers; raises StorageBusy (a 503) instead of queueing without bound while SQLite is locked."""
@@ -289,15 +300,14 @@ class SQLiteDatabase(Database):
     async def execute(self, sql: str, params: Params = ()) -> int:
         if self._in_own_transaction():
             return await SQLiteTransaction(self.writer).execute(sql, params)
-        # One statement commits alone (autocommit); the lock keeps it out of other tasks' units.
-        async with self._writing():
-            return await SQLiteTransaction(self.writer).execute(sql, params)
+        async with self._single_write() as tx:
+            return await tx.execute(sql, params)
 
     async def execute_returning(self, sql: str, params: Params = ()) -> list[Row]:
         if self._in_own_transaction():
             return await SQLiteTransaction(self.writer).fetchall(sql, params)
-        async with self._writing():
-            return await SQLiteTransaction(self.writer).fetchall(sql, params)
+        async with self._single_write() as tx:
+            return await tx.fetchall(sql, params)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         """Every row of a query, read on a reader (on the writer inside the caller's own transaction)."""
