@@ -232,6 +232,9 @@ class DatabaseFactory:
         self.ahead = ahead
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pg-databases")
         self._ready: dict[str, deque[Future[str]]] = {template: deque() for template in ahead}
+        # Databases of finished tests, dropped once the next one asks for a database: a test's
+        # own teardown (its app closing its pool) may still be running when its fixture ends.
+        self._retired: list[str] = []
 
     def _refill(self, template: str) -> None:
         queue = self._ready[template]
@@ -240,14 +243,17 @@ class DatabaseFactory:
 
     def take(self, template: str) -> str:
         """The name of a fresh copy of `template`; raises what creating it raised."""
+        for name in self._retired:
+            self._executor.submit(self.server.drop_database, name)
+        self._retired.clear()
         self._refill(template)
         name = self._ready[template].popleft().result()
         self._refill(template)
         return name
 
     def drop(self, name: str) -> None:
-        """Drop a database on the thread (its sessions are ended first)."""
-        self._executor.submit(self.server.drop_database, name)
+        """Drop a database when the next one is taken (its sessions are ended first)."""
+        self._retired.append(name)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
