@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from server.models.database import Database, Row
@@ -36,6 +36,13 @@ class Page(Generic[M]):
         }
 
 
+class _Keep:
+    """The value of `Query._with` for "leave this field as it is"."""
+
+
+_KEEP = _Keep()
+
+
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
         raise InvalidQuery(f"{name} must be a whole number from 0 to {INT64_MAX}, got {shown(value)}")
@@ -58,7 +65,7 @@ class Query(Generic[M]):
         """Also require `filters` (`column=value` or `column__operator=value`, all ANDed); raises InvalidQuery."""
         dialect = self.db.dialect
         extra = tuple(self.table.condition(dialect, key, value) for key, value in filters.items())
-        return replace(self, conditions=self.conditions + extra)
+        return self._with(conditions=self.conditions + extra)
 
     def order_by(self, *columns: str) -> Query[M]:
         """Order by these columns (`"name"`, `"-created_at"` for descending), after any earlier ordering."""
@@ -71,13 +78,33 @@ class Query(Generic[M]):
             if column not in seen:  # a later term on a column already ordered by changes nothing
                 seen.add(column)
                 ordering.append(term)
-        return replace(self, ordering=tuple(ordering))
+        return self._with(ordering=tuple(ordering))
 
     def limit(self, count: int | None) -> Query[M]:
-        return replace(self, limit_=None if count is None else _count("limit", count))
+        return self._with(limit_=None if count is None else _count("limit", count))
 
     def offset(self, count: int | None) -> Query[M]:
-        return replace(self, offset_=None if count is None else _count("offset", count))
+        return self._with(offset_=None if count is None else _count("offset", count))
+
+    def _with(
+        self,
+        *,
+        conditions: tuple[Condition, ...] | None = None,
+        ordering: tuple[str, ...] | None = None,
+        limit_: int | _Keep | None = _KEEP,
+        offset_: int | _Keep | None = _KEEP,
+    ) -> Query[M]:
+        # A copy with some fields changed; dataclasses.replace measured at 4-10 us a call (a page
+        # of users makes four) against well under 1 us for the constructor.
+        return Query(
+            self.table,
+            self.load,
+            self.db,
+            self.conditions if conditions is None else conditions,
+            self.ordering if ordering is None else ordering,
+            self.limit_ if isinstance(limit_, _Keep) else limit_,
+            self.offset_ if isinstance(offset_, _Keep) else offset_,
+        )
 
     def _where_sql(self) -> tuple[str, list[Any]]:
         params: list[Any] = []
@@ -117,6 +144,6 @@ class Query(Generic[M]):
 
     async def page(self, limit: int, offset: int = 0) -> Page[M]:
         """One page of the results and the total number of matching rows."""
-        total = await replace(self, limit_=None, offset_=None).count()
+        total = await self._with(limit_=None, offset_=None).count()
         items = await self.limit(limit).offset(offset).all()
         return Page(items=items, total=total, limit=limit, offset=offset)
