@@ -6,6 +6,9 @@ VPY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
+# The peers make bench measures beside ours (Flask, FastAPI): a venv of their own, git-ignored.
+PEERS_VENV := bench/.peers-venv
+STAMP_PEERS := $(PEERS_VENV)/.installed
 
 .PHONY: run dev status stop reload test install install-test routes migrate seed clean bench bench-db
 
@@ -33,6 +36,11 @@ $(STAMP_BENCH): setup.cfg pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q -e '.[bench]'
 	$(ensure_redis)
 	touch $@ $(STAMP_RUN)
+
+$(STAMP_PEERS): bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
+	touch $@
 
 install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
@@ -74,8 +82,7 @@ test: install-test
 	$(VENV)/bin/mypy
 	$(VPY) -m pytest --cov --cov-report=term
 
-## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
-## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).
+# wrk from Debian's packages when it is missing (as root), else a clear message.
 define ensure_wrk
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -86,7 +93,9 @@ define ensure_wrk
 	  fi; }
 endef
 
-bench: $(STAMP_BENCH)
+## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
+## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).
+bench: $(STAMP_BENCH) $(STAMP_PEERS)
 	$(ensure_wrk)
 	$(VPY) -m bench $(ARGS)
 
@@ -108,4 +117,4 @@ seed: install
 	$(VPY) seed.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis bench/results/tmp
+	rm -rf $(VENV) $(PEERS_VENV) var .pytest_cache .hypothesis bench/results/tmp

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
+import orjson
 import uvloop
 from aiohttp import web
 
@@ -27,15 +28,20 @@ LIST_USERS_SQL = 'SELECT "id", "name", "created_at", "updated_at" FROM "users" O
 routes = web.RouteTableDef()
 
 
+def json_response(data: object) -> web.Response:
+    # orjson, as our server and the SQLite baseline answer.
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
 @routes.get("/healthz")
 async def get_healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @routes.get("/api/v1/foo")
 async def get_foo(request: web.Request) -> web.Response:
     count = await request.app[POOL_KEY].fetchval(COUNT_USERS_SQL)
-    return web.json_response({"hello": "world", "count": count, "version": 1})
+    return json_response({"hello": "world", "count": count, "version": 1})
 
 
 @routes.get("/api/v1/users")
@@ -45,7 +51,7 @@ async def get_users(request: web.Request) -> web.Response:
     pool = request.app[POOL_KEY]
     total = await pool.fetchval(COUNT_USERS_SQL)
     items = [dict(row) for row in await pool.fetch(LIST_USERS_SQL, limit, offset)]
-    return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
+    return json_response({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
 async def no_reset(conn: asyncpg.Connection) -> None:

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -27,7 +26,9 @@ from typing import Any
 import yaml
 
 from bench import harness
-from bench.run import BENCH_DIR, PY, ROOT, Proc, http_request, log, pinned, seed_users
+from bench.options import BENCH_DIR, ROOT
+from bench.processes import Proc, cpu_seconds, http_request, log, pinned
+from bench.stage import PY, seed_users
 from server.config import load_config
 from testing.postgres import PostgresProcess, unavailable_reason
 from testing.redis import RedisProcess, free_port
@@ -69,29 +70,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     return opts
 
 
-def pin_tree(root_pid: int, core: int) -> None:
-    """Pin a process and its current children to `core`; children forked later inherit it."""
-    for pid in [root_pid, *children(root_pid)]:
-        subprocess.run(["taskset", "-p", "-c", str(core), str(pid)], capture_output=True, check=False)
-
-
-def children(parent: int) -> list[int]:
-    """The pids whose parent is `parent` (from /proc)."""
+def _children_of(parent: int) -> list[int]:
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(stat.parent.name))
+    for task in Path(f"/proc/{parent}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(c) for c in (task / "children").read_text().split()]
     return found
 
 
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of a process so far; 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def pin_tree(root_pid: int, core: int) -> None:
+    """Pin a process and its current children to `core`; children forked later inherit it."""
+    for pid in [root_pid, *_children_of(root_pid)]:
+        subprocess.run(["taskset", "-p", "-c", str(core), str(pid)], capture_output=True, check=False)
 
 
 async def seed_postgres(url: str, count: int) -> int:
@@ -152,8 +142,7 @@ class DatabaseBench:
             self.postgres = PostgresProcess().start()
             self.postgres.create_database("bench")
             self.urls["postgresql"] = self.postgres.url("bench")
-            postmaster = int((self.postgres.data / "postmaster.pid").read_text().split()[0])
-            pin_tree(postmaster, SERVER_CORE)
+            pin_tree(self.postmaster_pid(), SERVER_CORE)
         else:
             self.notes.append(f"PostgreSQL skipped: {reason}")
         for backend in opts.backends:
@@ -212,11 +201,15 @@ class DatabaseBench:
             proc.stop()
 
     def cpu_seconds(self, proc: Proc) -> float:
-        """CPU time used so far by the server process and every PostgreSQL backend (not wrk)."""
-        pids = [proc.pid]
+        """CPU time used so far by the server process and PostgreSQL (every backend; not wrk)."""
+        used = cpu_seconds(proc.pid)
         if self.postgres is not None:
-            pids += children(int((self.postgres.data / "postmaster.pid").read_text().split()[0]))
-        return sum(cpu_of(pid) for pid in pids)
+            used += cpu_seconds(self.postmaster_pid())
+        return used
+
+    def postmaster_pid(self) -> int:
+        assert self.postgres is not None
+        return int((self.postgres.data / "postmaster.pid").read_text().split()[0])
 
     def wrk(self, port: int, path: str, seconds: int) -> harness.WrkResult:
         argv = ["wrk", f"-t{self.opts.threads}", f"-c{self.opts.connections}", f"-d{seconds}s", "--latency"]

@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from bench.harness import parse_wrk
-from bench.run import pinned, seed_users
+from bench.processes import pinned
+from bench.stage import seed_users
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -22,12 +22,11 @@ from server.keys import (
     SLOW_JOB_ENQUEUER_KEY,
     STORAGE_FAULTS_KEY,
 )
-from server.middlewares.cache import cache
-from server.middlewares.errors import errors
+from server.middlewares.cache import cache_layer
+from server.middlewares.errors import every_request
 from server.middlewares.metrics import http_metrics
-from server.middlewares.request_id import request_id
-from server.middlewares.security import host_guard, security_headers
-from server.middlewares.validation import validation
+from server.middlewares.security import host_check
+from server.middlewares.validation import validation_layer
 from server.models.faults import StorageFaults
 from server.resources import (
     WorkerResources,
@@ -39,6 +38,7 @@ from server.resources import (
     redis_ctx,
     reporter_ctx,
 )
+from server.routing.chain import Layer
 from server.routing.versions import mount_api_versions
 from server.workers.reporting import job_failure_reporter
 from server.workers.runner import WorkerGroup
@@ -66,15 +66,25 @@ async def embedded_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         await group.stop()
 
 
+def api_layers(config: Config) -> list[Layer]:
+    """The per-route layers of the API versions, outermost first (see routing/chain.py).
+
+    Each wraps only the routes that declare what it serves. The cache comes before validation:
+    a hit skips validating the request it answers (see middlewares/cache.py).
+    """
+    return [cache_layer, validation_layer(config.server.max_violations)]
+
+
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
-    middlewares = [request_id, errors, host_guard(config)]
+    # The one middleware every request passes (request id, trace context, Host check, problem
+    # details); what only some routes need is composed per route from its stamps (api_layers).
+    middlewares = [every_request(host_check(config))]
     if config.metrics.enabled:
         middlewares.insert(0, http_metrics)  # outermost: it times everything else
     app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_bytes)
     app[CONFIG_KEY] = config
     app[STORAGE_FAULTS_KEY] = StorageFaults()
-    app.on_response_prepare.append(security_headers)
     # baz's seam to the queue (tests may swap it for an enqueuer of their own).
     app[SLOW_JOB_ENQUEUER_KEY] = baz.queue_slow_job
     aiohttp_jinja2.setup(
@@ -90,6 +100,5 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(pages.routes)
     docs.setup_docs(app)
     mount_internal(app, config)
-    # cache before validation: a hit skips validating the request it answers (see middlewares/cache.py).
-    mount_api_versions(app, version_tables(), middlewares=[cache, validation])
+    mount_api_versions(app, version_tables(), api_layers(config))
     return app

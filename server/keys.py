@@ -40,10 +40,10 @@ CACHE_KEY: web.AppKey[ResponseCache] = web.AppKey("response_cache")
 SLOW_JOB_ENQUEUER_KEY: web.AppKey[SlowJobEnqueuer] = web.AppKey("slow_job_enqueuer")
 # The web app's queues by priority name; enqueue through server.workers.enqueue.enqueue().
 QUEUES_KEY: web.AppKey[JobQueues] = web.AppKey("queues")
-# Set on each API version's sub-app: the version number its handlers serve.
+# On a sub-app that serves one API version as a whole: its number (routing/versions.py api_version_of).
 API_VERSION_KEY = web.AppKey("api_version", int)
-# On the root app: each API version's sub-app, by number.
-API_APPS_KEY: web.AppKey[dict[int, web.Application]] = web.AppKey("api_apps")
+# On the root app: the API version each versioned route's resource serves (routing/versions.py).
+API_ROUTES_KEY: web.AppKey[dict[web.AbstractResource, int]] = web.AppKey("api_routes")
 # The OpenAPI document, built on the first request that needs it (the routes are final by then).
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 # On SAQ's dashboard sub-app: its app.js, patched to work under a prefix.

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 import redis
 
-from bench import harness
+from bench import harness, report
 from bench.baseline_app import create_baseline_app
 from bench.harness import Spread, WrkParseError
-from bench.run import ROUTES, drain_rate, parse_args, seed_users
+from bench.jobs import drain_rate
+from bench.options import ROUTES, parse_args
+from bench.stage import seed_users
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
@@ -96,9 +99,9 @@ def test_http_targets_are_judged_on_medians():
 
 
 def test_spread_formatting_shows_the_range_only_when_there_is_one():
-    assert harness.fmt_spread({"median": 12345.4, "min": 12001, "max": 12500, "n": 3}) == "12,345 (12,001–12,500)"
-    assert harness.fmt_spread({"median": 1.234, "min": 1.234, "max": 1.234, "n": 1}, 2) == "1.23"
-    assert harness.fmt_spread(None) == "–"
+    assert report.fmt_spread({"median": 12345.4, "min": 12001, "max": 12500, "n": 3}) == "12,345 (12,001–12,500)"
+    assert report.fmt_spread({"median": 1.234, "min": 1.234, "max": 1.234, "n": 1}, 2) == "1.23"
+    assert report.fmt_spread(None) == "–"
 
 
 def sample_results() -> dict:
@@ -167,8 +170,8 @@ def sample_results() -> dict:
 
 def test_markdown_report_has_a_row_per_figure_and_the_verdicts():
     results = sample_results()
-    results["verdicts"] = harness.collect_verdicts(results)
-    text = harness.render_markdown(results)
+    results["verdicts"] = report.collect_verdicts(results)
+    text = report.render_markdown(results)
     assert (
         "| `GET /healthz` | ours | 9,000 (8,900–9,100) | 2.00 (1.90–2.10) | 6.00 (5.00–7.00) "
         "| 0.90 (0.88–0.92) | met | met |" in text
@@ -187,14 +190,14 @@ def test_markdown_report_has_a_row_per_figure_and_the_verdicts():
 
 
 def test_verdicts_list_every_target():
-    verdicts = harness.collect_verdicts(sample_results())
+    verdicts = report.collect_verdicts(sample_results())
     assert verdicts["GET /healthz: >= 0.85 of baseline"] == "met"
     assert verdicts["GET /api/v1/foo: p99 < 10 ms"] == "missed"
     assert verdicts["web process < 80 MB RSS after the runs"] == "met"
 
 
 def test_results_are_written_as_markdown_and_json(tmp_path):
-    md, js = harness.write_results(sample_results(), tmp_path / "out")
+    md, js = report.write_results(sample_results(), tmp_path / "out")
     assert md.read_text().startswith("# Benchmark results")
     assert json.loads(js.read_text())["http"][0]["ratio"]["median"] == 0.9
 
@@ -308,3 +311,28 @@ async def test_the_postgresql_baseline_answers_as_our_server_does(
     for path in ("/api/v1/foo", "/api/v1/users?limit=20", "/api/v1/users?limit=5&offset=28"):
         answers = [await (await client.get(path)).json() for client in (ours, baseline)]
         assert answers[0] == answers[1], path
+
+
+def test_cpu_per_request_and_the_peers_are_reported_beside_requests_per_second():
+    results = sample_results()
+    healthz = results["http"][0]
+    healthz["ours"]["cpu_us_per_request"] = Spread(40.0, 39.0, 41.0, 3).as_dict()
+    healthz["baseline"]["cpu_us_per_request"] = Spread(34.0, 33.0, 35.0, 3).as_dict()
+    healthz["cpu_ratio"] = Spread(0.85, 0.8, 0.9, 3).as_dict()
+    healthz["peers"] = {
+        "flask": {
+            "requests_per_s": Spread(900, 800, 1000, 3).as_dict(),
+            "cpu_us_per_request": Spread(700, 650, 750, 3).as_dict(),
+        }
+    }
+    text = report.render_markdown(results)
+    assert "| `GET /healthz` | 40.0 (39.0–41.0) | 34.0 (33.0–35.0) | 0.85 (0.80–0.90) |" in text
+    assert "| route | ours (aiohttp, this project) | bare aiohttp | Flask + gunicorn (sync) |" in text
+    assert "| `GET /healthz` | 9,000 (8,900–9,100) | 10,000 (9,900–10,100) | 900 (800–1,000) |" in text
+
+
+def test_cpu_seconds_of_a_process_tree():
+    from bench.processes import cpu_seconds
+
+    assert cpu_seconds(os.getpid()) > 0
+    assert cpu_seconds(2**22 + 12345) == 0.0  # gone: nothing counted

@@ -16,11 +16,11 @@ from aiohttp import web
 from redis.asyncio import Redis
 from support import make_test_config
 
-from server.app import create_app
+from server.app import api_layers, create_app
 from server.errors import NotFound
 from server.keys import API_VERSION_KEY, REDIS_KEY, SLOW_JOB_ENQUEUER_KEY
-from server.middlewares.cache import cache, invalidate_namespace
-from server.middlewares.validation import validation
+from server.middlewares.cache import invalidate_namespace
+from server.routing.chain import chained
 from server.routing.stamps import cached, query_schema
 
 CALLS = web.AppKey("calls", Counter)
@@ -114,7 +114,7 @@ async def no_job(request: web.Request) -> None:
 
 @pytest.fixture
 def make_client(fake_cat_facts, tmp_path, aiohttp_client):
-    """A client of the real app plus a /t test sub-app with the API's middlewares."""
+    """A client of the real app plus a /t test sub-app whose routes have the API's layers."""
 
     async def make(redis_url: str, **overrides):
         config = make_test_config(
@@ -127,12 +127,12 @@ def make_client(fake_cat_facts, tmp_path, aiohttp_client):
         # These tests are about the cache: baz's job is swapped for none, so a stopped Redis
         # shows the cache's fail-open (baz's own 503 for a failed enqueue is in test_baz.py).
         app[SLOW_JOB_ENQUEUER_KEY] = no_job
-        sub = web.Application(middlewares=[cache, validation])
+        sub = web.Application()
         sub[API_VERSION_KEY] = 1
         sub[CALLS] = Counter()
         sub[ITEMS] = []
         sub[GATE] = {}
-        sub.add_routes(routes)
+        sub.add_routes(chained(routes, api_layers(config)))
         app.add_subapp("/t", sub)
         client = await aiohttp_client(app)
         return client, sub

@@ -8,7 +8,7 @@ from schema_strategies import documents
 from support import make_test_config
 from validation_app import PREFIX, build_sample_app
 
-from server.app import create_app
+from server.app import api_layers, create_app
 from server.routing.meta import schemas_of as request_schemas
 from server.routing.openapi import route_operations
 from server.routing.schemas import CompiledSchema
@@ -17,8 +17,9 @@ from server.routing.versions import describe_routes
 
 def app_schemas() -> list[tuple[str, CompiledSchema]]:
     """Every schema stamped on a route of the app (plus the test sub-app), once each."""
-    app = create_app(make_test_config(database="unused.db", redis_url="redis://127.0.0.1:9/0"))
-    app.add_subapp(PREFIX, build_sample_app())
+    config = make_test_config(database="unused.db", redis_url="redis://127.0.0.1:9/0")
+    app = create_app(config)
+    app.add_subapp(PREFIX, build_sample_app(api_layers(config)))
     found: dict[int, tuple[str, CompiledSchema]] = {}
     for route in describe_routes(app):
         for method, handler in route_operations(route):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
 from server.errors import ValidationFailed
 from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
-from server.middlewares.validation import validation
+from server.routing.chain import Layer, chained
 from server.routing.stamps import body_schema, describe, path_schema, query_schema
 
 PREFIX = "/sample"
@@ -121,8 +123,8 @@ class NoteView(web.View):
         return web.json_response({"note": self.request[BODY_KEY]})
 
 
-def build_sample_app() -> web.Application:
-    """The sub-app, with the same validation middleware the API versions use."""
-    app = web.Application(middlewares=[validation])
-    app.add_routes(routes)
+def build_sample_app(layers: Sequence[Layer]) -> web.Application:
+    """The sub-app, its routes composed with `layers` (the API versions': `api_layers(config)`)."""
+    app = web.Application()
+    app.add_routes(chained(routes, layers))
     return app

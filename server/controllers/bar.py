@@ -8,6 +8,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from server.errors import ValidationFailed
+from server.json_codec import json_response
 from server.keys import BODY_KEY
 from server.routing.stamps import body_schema, describe
 
@@ -77,7 +78,7 @@ async def post_schema_validation_error(request: web.Request, error: ValidationFa
     body: dict[str, Any] = {"success": False, "message": error.detail, "errors": error.errors}
     if error.errors_truncated:
         body["errors_truncated"] = True
-    return web.json_response(body, status=422)
+    return json_response(body, status=422)
 
 
 @routes.post("/bar", name="bar")
@@ -93,4 +94,4 @@ async def post_schema_validation_error(request: web.Request, error: ValidationFa
     },
 )
 async def post_bar(request: web.Request) -> web.Response:
-    return web.json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))
+    return json_response(summarize_bar(cast(Mapping[str, Any], request[BODY_KEY])))

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.json_codec import json_response
 from server.keys import CONFIG_KEY, HTTP_KEY, SLOW_JOB_ENQUEUER_KEY
 from server.middlewares.cache import request_key
 from server.routing.meta import meta_for
@@ -72,4 +73,4 @@ async def get_baz(request: web.Request) -> web.Response:
     job = await enqueue_slow_job(request)
     if job is not None:
         payload["job"] = job
-    return web.json_response(payload)
+    return json_response(payload)

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import InvalidInput
+from server.json_codec import json_response
 from server.keys import DB_KEY, REPORTER_KEY
 from server.middlewares.reporting import notify_from_request
 from server.models.user import User
@@ -73,4 +74,4 @@ FOO_RESPONSES: dict[int | str, Any] = {503: problem_response(503)}  # the user c
 @query_schema(FOO_QUERY_SCHEMA)
 @describe(responses=FOO_RESPONSES)
 async def get_foo(request: web.Request) -> web.Response:
-    return web.json_response(await foo_payload(request))
+    return json_response(await foo_payload(request))

@@ -21,6 +21,7 @@ from server.keys import CONFIG_KEY, QUEUES_KEY, REDIS_KEY, SAQ_APP_JS_KEY
 from server.metrics import CONTENT_TYPE, ExtraGauge, process_metrics
 from server.metrics import render as render_metrics
 from server.middlewares.auth import INTERNAL_PREFIX, internal_auth, under_prefix
+from server.middlewares.security import security_headers
 from server.routing.stamps import accepts_scraper_token
 from server.services.circus_status import CircusUnavailable, read_circus_status
 from server.services.queues import build_queues
@@ -196,6 +197,7 @@ def mount_internal(app: web.Application, config: Config) -> None:
     full paths) and SAQ's dashboard, the latter only when a password is set (it opens Redis
     clients). Auth lives on the sub-app so that no other request pays for it."""
     internal = web.Application(middlewares=[internal_auth])
+    internal.on_response_prepare.append(security_headers)  # files and answers prepared by handlers
     for route in routes:
         assert isinstance(route, web.RouteDef) and under_prefix(route.path, INTERNAL_PREFIX), route
         path = route.path[len(INTERNAL_PREFIX) :] or "/"

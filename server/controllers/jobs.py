@@ -9,6 +9,7 @@ from aiohttp import web
 from saq.job import Job
 
 from server.errors import NotFound
+from server.json_codec import json_response
 from server.keys import PATH_KEY
 from server.routing.openapi import problem_response
 from server.routing.stamps import describe, path_schema
@@ -70,4 +71,4 @@ async def get_job(request: web.Request) -> web.Response:
     job = await find_job(request.config_dict, key)
     if job is None:
         raise NotFound(f"no job with key {key!r} (unknown, or finished long enough ago to be forgotten)")
-    return web.json_response(describe_job(job))
+    return json_response(describe_job(job))

@@ -10,6 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from server.controllers.versions import API_VERSIONS
+from server.json_codec import json_response
 from server.keys import CONFIG_KEY, DB_KEY, REDIS_KEY
 from server.routing.stamps import describe
 from server.routing.versions import describe_routes
@@ -38,7 +39,7 @@ async def get_index(request: web.Request) -> dict[str, Any]:
 @routes.get("/healthz", name="healthz")
 @describe(summary="Liveness: 200 while the process runs")
 async def get_healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def _check(name: str, probe: Any, timeout: float = READY_CHECK_TIMEOUT) -> tuple[str, str]:
@@ -68,5 +69,5 @@ async def get_readyz(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "checks": results}
     if failing:
         body["failing"] = failing
-        return web.json_response(body, status=503, headers={"Retry-After": "5"})
-    return web.json_response(body)
+        return json_response(body, status=503, headers={"Retry-After": "5"})
+    return json_response(body)

@@ -6,11 +6,13 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from server.json_codec import json_response
 from server.keys import BODY_KEY, DB_KEY, PATH_KEY, QUERY_KEY
 from server.middlewares.cache import invalidating
 from server.models.user import User
 from server.routing.openapi import problem_response
 from server.routing.stamps import body_schema, cached, describe, path_schema, query_schema
+from server.routing.versions import url_for
 
 routes = web.RouteTableDef()
 
@@ -84,7 +86,7 @@ async def list_users(request: web.Request) -> web.Response:
     # "id" last: a stable order, so pages neither repeat nor skip rows.
     query = query.order_by(*params.get("order", DEFAULT_ORDER).split(","), "id")
     page = await query.page(limit=params.get("limit", DEFAULT_LIMIT), offset=params.get("offset", 0))
-    return web.json_response(page.to_dict())
+    return json_response(page.to_dict())
 
 
 @routes.post("/users", name="user-create")
@@ -94,8 +96,8 @@ async def create_user(request: web.Request) -> web.Response:
     body = cast(dict[str, Any], request[BODY_KEY])
     async with invalidating(request, USERS_NAMESPACE):
         user = await User.create(request.config_dict[DB_KEY], name=body["name"])
-    location = request.app.router["user-detail"].url_for(user_id=str(user.id))
-    return web.json_response(user.to_dict(), status=201, headers={"Location": str(location)})
+    location = url_for(request, "user-detail", user_id=str(user.id))
+    return json_response(user.to_dict(), status=201, headers={"Location": str(location)})
 
 
 @routes.get(USER_PATH, name="user-detail")
@@ -103,7 +105,7 @@ async def create_user(request: web.Request) -> web.Response:
 @path_schema(USER_PATH_SCHEMA)
 async def get_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
-    return web.json_response(user.to_dict())
+    return json_response(user.to_dict())
 
 
 @routes.patch(USER_PATH, name="user-update")
@@ -114,7 +116,7 @@ async def update_user(request: web.Request) -> web.Response:
     user = await User.find(request.config_dict[DB_KEY], request[PATH_KEY]["user_id"])
     async with invalidating(request, USERS_NAMESPACE):
         await user.update(**cast(dict[str, Any], request[BODY_KEY]))
-    return web.json_response(user.to_dict())
+    return json_response(user.to_dict())
 
 
 @routes.delete(USER_PATH, name="user-delete")

@@ -1,4 +1,4 @@
-"""Response caching in Redis: a `@cached(...)` stamp per route, one middleware, namespace invalidation.
+"""Response caching in Redis: the layer serving the routes stamped `@cached(...)`, namespace invalidation.
 
 A stamped GET/HEAD route is answered from Redis when a valid entry exists (`X-Cache: HIT`, one
 round trip), else from its handler (`MISS`), whose 200 answer is stored for the route's TTL.
@@ -13,7 +13,7 @@ namespace's generation, read from the database; see server/cache/store.py). What
 Redis cannot do through it: choose what a hit answers beyond the body (status 200, the route's
 declared content type, only its declared headers, each checked).
 
-The middleware sits outside `validation`, so a hit skips validation: only answers to requests
+The layer sits outside `validation_layer`, so a hit skips validation: only answers to requests
 that passed it are stored, and the key covers every declared query parameter unless the route
 names a subset (`vary_query=(...)`), which it should only do when its handler ignores the others.
 """
@@ -29,21 +29,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp import hdrs, web
 from redis.asyncio import Redis
 
 from server.cache.policy import CachePolicy
 from server.cache.store import REDIS_ERRORS, Entry, ResponseCache, bump_generation, invalidate, read_generation
 from server.config import CacheConfig
 from server.errors import InvalidInput
-from server.keys import API_VERSION_KEY, CACHE_KEY, DB_KEY
+from server.keys import CACHE_KEY, DB_KEY
 from server.metrics import process_metrics
-from server.routing.meta import RouteMeta, meta_for
+from server.routing.chain import Handler, Route
+from server.routing.meta import RouteMeta
+from server.routing.versions import api_version_of
 
 log = logging.getLogger(__name__)
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+_CACHEABLE_ROUTES = CACHEABLE_METHODS | {hdrs.METH_ANY}
 # A header value replayed from Redis: visible ASCII and tabs only (no CR/LF, no controls).
 _SAFE_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]{0,1024}")
 # First poll of a waiting miss, and the cap of its doubling.
@@ -94,7 +96,7 @@ def request_key(request: web.Request, policy: CachePolicy) -> str:
     HEAD with GET's handler, minus the body. Header values are quoted, so a crafted query or
     header cannot produce another request's key.
     """
-    key = f"v{request.app.get(API_VERSION_KEY, 0)}:GET:{request.rel_url.raw_path}"
+    key = f"v{api_version_of(request) or 0}:GET:{request.rel_url.raw_path}"
     query = _query_part(request, policy.vary_query)
     if query:
         key = f"{key}?{query}"
@@ -304,12 +306,18 @@ async def serve_cached(
     return await miss.answer(not_before=time.time() if refresh else 0.0)
 
 
-@web.middleware
-async def cache(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = meta_for(request)
-    if route is None or route.cache is None or request.method not in CACHEABLE_METHODS:
-        return await handler(request)
-    return await serve_cached(request, handler, route, route.cache)
+def cache_layer(route: Route, handler: Handler) -> Handler | None:
+    """The layer answering a `@cached` route from Redis (see the module docstring); None for any other."""
+    declared, policy = route.meta, route.meta.cache
+    if policy is None or route.method not in _CACHEABLE_ROUTES:
+        return None
+
+    async def served_cached(request: web.Request) -> web.StreamResponse:
+        if request.method not in CACHEABLE_METHODS:  # a "*" route's other methods
+            return await handler(request)
+        return await serve_cached(request, handler, declared, policy)
+
+    return served_cached
 
 
 async def invalidate_namespace(

@@ -1,16 +1,26 @@
-"""Every error, ours or aiohttp's, becomes RFC 9457 problem details; tracebacks only reach the log."""
+"""The one middleware every request passes: its X-Request-ID, the Host check, every error as problem details,
+the security headers on every answer.
+
+Request ids (and the W3C traceparent), the allowed Host names and error handling are one layer
+(one coroutine frame per request): the id is set before anything else runs, on the log context too, and every answer
+carries it, problems included (RFC 9457). Errors, ours or aiohttp's (404, 405 with Allow, 413), become problem details;
+tracebacks only reach the log and the error reporter.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from server.errors import DomainError
-from server.keys import REPORTER_KEY, STORAGE_FAULTS_KEY
+from server.keys import REPORTER_KEY, REQUEST_ID_KEY, STORAGE_FAULTS_KEY
+from server.log_context import current_request_id, current_traceparent, valid_traceparent
 from server.middlewares.problems import problem
 from server.middlewares.reporting import report_request_error
+from server.middlewares.request_id import REQUEST_ID_HEADER, TRACEPARENT_HEADER, incoming_or_new
+from server.middlewares.security import HostCheck, add_security_headers
 from server.models.faults import retry_after, storage_fault
 
 log = logging.getLogger(__name__)
@@ -19,50 +29,90 @@ log = logging.getLogger(__name__)
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except DomainError as exc:
+def every_request(check_host: HostCheck | None = None) -> Middleware:
+    """The one middleware every request passes: its id, the Host check (`security.host_check`),
+    problem details for every error."""
+
+    @web.middleware
+    async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = request.headers
+        rid = incoming_or_new(headers.get(REQUEST_ID_HEADER))
+        request[REQUEST_ID_KEY] = rid
+        token = current_request_id.set(rid)
+        traceparent = headers.get(TRACEPARENT_HEADER)
+        trace_token = current_traceparent.set(valid_traceparent(traceparent)) if traceparent is not None else None
+        try:
+            if check_host is not None:
+                check_host(request)
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                # Redirects and other non-error HTTP exceptions travel as exceptions; tag them too.
+                exc.headers[REQUEST_ID_HEADER] = rid
+                add_security_headers(request.path, exc.headers)
+                raise
+            response = http_exception_problem(request, exc)
+        except DomainError as exc:
+            response = problem(
+                request,
+                exc.status,
+                exc.title,
+                detail=exc.detail,
+                type=exc.type,
+                errors=exc.errors,
+                errors_truncated=exc.errors_truncated,
+                headers=exc.headers,
+            )
+        except ConnectionResetError:
+            # The client went away mid-request: nobody to answer, nothing to report; aiohttp logs it.
+            raise
+        except Exception as exc:  # CancelledError is a BaseException: a cancelled handler is not caught
+            response = unhandled_problem(request, exc)
+        finally:
+            current_request_id.reset(token)
+            if trace_token is not None:
+                current_traceparent.reset(trace_token)
+        if not response.prepared:
+            answer_headers = response.headers
+            answer_headers[REQUEST_ID_HEADER] = rid
+            add_security_headers(request.path, answer_headers)
+        return response
+
+    return request_id_and_errors
+
+
+def http_exception_problem(request: web.Request, exc: web.HTTPException) -> web.Response:
+    headers = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
+    return problem(request, exc.status, exc.reason, detail=detail, headers=headers)
+
+
+def unhandled_problem(request: web.Request, exc: Exception) -> web.Response:
+    """A storage fault's 503, or a 500 for an error no handler expected (logged and reported; the
+    answer says nothing of it)."""
+    kind = storage_fault(exc)
+    if kind is not None:
+        # Locked, busy, full, read-only: the service's condition, not a bug in the request or
+        # the code. Logged once per outage, counted, never reported as an error.
+        faults = request.config_dict.get(STORAGE_FAULTS_KEY)
+        if faults is not None:
+            faults.record(kind, exc)
         return problem(
             request,
-            exc.status,
-            exc.title,
-            detail=exc.detail,
-            type=exc.type,
-            errors=exc.errors,
-            errors_truncated=exc.errors_truncated,
-            headers=exc.headers,
+            503,
+            "Service Unavailable",
+            detail="The database cannot take this request now; try again shortly.",
+            headers={"Retry-After": str(retry_after(kind))},
         )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
-        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
-        return problem(request, exc.status, exc.reason, detail=detail, headers=headers)
-    except ConnectionResetError:
-        # The client went away mid-request: nobody to answer, nothing to report; aiohttp logs it.
-        raise
-    except Exception as exc:  # CancelledError is a BaseException: a cancelled handler is not caught
-        kind = storage_fault(exc)
-        if kind is not None:
-            # Locked, busy, full, read-only: the service's condition, not a bug in the request or
-            # the code. Logged once per outage, counted, never reported as an error.
-            faults = request.config_dict.get(STORAGE_FAULTS_KEY)
-            if faults is not None:
-                faults.record(kind, exc)
-            return problem(
-                request,
-                503,
-                "Service Unavailable",
-                detail="The database cannot take this request now; try again shortly.",
-                headers={"Retry-After": str(retry_after(kind))},
-            )
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        reporter = request.config_dict.get(REPORTER_KEY)
-        if reporter is not None:
-            try:
-                report_request_error(reporter, request, exc)
-            except Exception:
-                log.exception("error reporter failed")
-        return problem(request, 500, "Internal Server Error", detail="The server failed to handle the request.")
+    log.exception("unhandled error in %s %s", request.method, request.path)
+    reporter = request.config_dict.get(REPORTER_KEY)
+    if reporter is not None:
+        try:
+            report_request_error(reporter, request, exc)
+        except Exception:
+            log.exception("error reporter failed")
+    return problem(request, 500, "Internal Server Error", detail="The server failed to handle the request.")
+
+
+# Without a Host check (tests and benchmarks of the layer itself).
+request_id_and_errors = every_request()

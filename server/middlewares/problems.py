@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import PROBLEM_CONTENT_TYPE
+from server.json_codec import json_response
 from server.keys import REQUEST_ID_KEY
 
 
@@ -43,5 +43,4 @@ def problem(
         body["errors"] = list(errors)
         if errors_truncated:  # `errors` lists only the first violations (server.max_violations)
             body["errors_truncated"] = True
-    response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
-    return response
+    return json_response(body, status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)

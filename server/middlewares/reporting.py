@@ -6,19 +6,13 @@ import asyncio
 
 from aiohttp import web
 
-from server.keys import API_VERSION_KEY, BODY_KEY, REQUEST_ID_KEY
+from server.keys import BODY_KEY, REQUEST_ID_KEY
+from server.routing.versions import api_version_of
 from server.services.honeybadger.payload import Report, caller_stack
 from server.services.honeybadger.sender import HoneybadgerReporter, new_report
 
 # A client that went away is not a server error (CancelledError is a BaseException).
 NOT_REPORTED: tuple[type[BaseException], ...] = (asyncio.CancelledError, ConnectionResetError)
-
-
-def _api_version(request: web.Request) -> int | None:
-    for app in reversed(request.match_info.apps):
-        if API_VERSION_KEY in app:
-            return app[API_VERSION_KEY]
-    return None
 
 
 def _url(request: web.Request) -> str:
@@ -34,10 +28,14 @@ def request_report(request: web.Request, *, tags: tuple[str, ...]) -> Report:
     route = request.match_info.route
     resource = route.resource
     rid = request.get(REQUEST_ID_KEY)
+    version = api_version_of(request)
+    name = route.name
+    if version is not None and name is not None:
+        name = name.partition(":")[2] or name  # v1:foo -> foo
     return new_report(
         tags=tags,
         request_id=rid,
-        context={"request_id": rid, "api_version": _api_version(request), "route": route.name},
+        context={"request_id": rid, "api_version": version, "route": name},
         url=_url(request),
         component=resource.canonical if resource is not None else request.path,
         action=request.method,

@@ -1,25 +1,26 @@
-"""Request validation: one middleware checks the schemas a route declared (routing/stamps.py) before its handler.
+"""Request validation: the layer that checks the schemas a route declared (routing/stamps.py) before its handler.
 
-It reads the route's RouteMeta (`meta_for`), so decorator order does not matter and class-based
-views work (stamp their methods). A body failing its schema is answered by the route's
-`on_invalid` hook when it declares one (see `invalid_hook`), else by the default 422.
+Composed at start-up into the chain of each route that declares a schema (routing/chain.py), so
+a route without one pays nothing; decorator order does not matter and class-based views work
+(stamp their methods). A body failing its schema is answered by the route's `on_invalid` hook
+when it declares one (see `invalid_hook`), else by the default 422.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp import hdrs, web
 
 from server.errors import InvalidInput, NotFound, UnsupportedMediaType, ValidationFailed
-from server.keys import BODY_KEY, CONFIG_KEY, PATH_KEY, QUERY_KEY
-from server.routing.meta import InvalidHook, RouteMeta, meta_for
+from server.json_codec import loads_body
+from server.keys import BODY_KEY, PATH_KEY, QUERY_KEY
+from server.routing.chain import Handler, Layer, Route
+from server.routing.meta import InvalidHook, RouteMeta, registered
 from server.routing.schemas import CompiledSchema, Violation, json_pointer, shorten
 
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -132,17 +133,16 @@ def invalid_hook(request: web.Request, route: RouteMeta) -> InvalidHook | None:
     """
     if route.on_invalid is not None:
         return route.on_invalid
-    registered = request.match_info.handler
-    if not isinstance(registered, type):
+    view_class = registered(request.match_info.handler)
+    if not isinstance(view_class, type):
         return None
     name = f"{request.method.lower()}_schema_validation_error"
-    attr = inspect.getattr_static(registered, name, None)
+    attr = inspect.getattr_static(view_class, name, None)
     if isinstance(attr, (staticmethod, classmethod)):
-        hook: InvalidHook = getattr(registered, name)
+        hook: InvalidHook = getattr(view_class, name)
         return hook
     if attr is None:
         return None
-    view_class = registered
 
     def call_on_view(request: web.Request, error: ValidationFailed) -> Any:
         return getattr(view_class(request), name)(error)
@@ -154,11 +154,6 @@ def is_json_content_type(content_type: str) -> bool:
     return content_type == "application/json" or (
         content_type.startswith("application/") and content_type.endswith("+json")
     )
-
-
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON (RFC 8259); Python's parser accepts them by default.
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def has_lone_surrogate(document: Any) -> bool:
@@ -179,15 +174,10 @@ def has_lone_surrogate(document: Any) -> bool:
     return False
 
 
-# Built once: json.loads with any keyword argument builds a new decoder on every call.
-_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 def parse_json(raw: bytes) -> Any:
     """The JSON document in `raw`; raises InvalidInput (400)."""
     try:
-        # Strict UTF-8 (RFC 8259): json.loads(bytes) would let encoded surrogates through.
-        document = _JSON_DECODER.decode(raw.decode("utf-8"))
+        document = loads_body(raw)  # strict UTF-8, no NaN or Infinity (server/json_codec.py)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {shorten(str(exc))}") from None
     except RecursionError:
@@ -204,7 +194,9 @@ async def read_raw_json_body(request: web.Request) -> bytes:
 
     Raises UnsupportedMediaType (415); aiohttp's 413 propagates.
     """
-    if not is_json_content_type(request.content_type):
+    # The common header exactly as clients send it skips parsing it (aiohttp's content_type parses
+    # parameters too); anything else is parsed.
+    if request.headers.get(hdrs.CONTENT_TYPE) != "application/json" and not is_json_content_type(request.content_type):
         raise UnsupportedMediaType(
             f"expected a JSON body (Content-Type: application/json), got {request.content_type!r}"
         )
@@ -232,56 +224,83 @@ def check_body(raw: bytes, compiled: CompiledSchema, limit: int) -> tuple[Any, l
     return document, found, truncated
 
 
-@web.middleware
-async def validation(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = meta_for(request)
-    if route is None:
-        return await handler(request)
-    limit = request.config_dict[CONFIG_KEY].server.max_violations
+def validation_layer(max_violations: int) -> Layer:
+    """The layer checking the schemas a route declares before its handler (None for a route that
+    declares none), listing at most `max_violations` violations (server.max_violations).
 
-    path = route.path
-    if path is not None:
-        values, unparsed = coerce_params(request.match_info, path.schema)
-        if unparsed:
-            raise NotFound(f"no such resource: {unparsed[0]['detail']}")
-        if not path.is_valid(values):
-            found, _ = path.violations(values, 1)
-            raise NotFound(f"no such resource: {found[0][1] if found else 'invalid path'}")
-        request[PATH_KEY] = values
+    Path parameters failing their schema answer 404, query parameters 400, a body 400/413/415 when
+    it cannot be read as JSON and 422 (or the route's `on_invalid` hook) when it fails its schema.
+    """
 
-    query = route.query
-    if query is not None:
-        values, unparsed = coerce_params(request.query, query.schema)
-        if unparsed:
-            raise InvalidInput(
-                "invalid query parameters", errors=unparsed[:limit], errors_truncated=len(unparsed) > limit
-            )
-        if not query.is_valid(values):
-            found, truncated = query.violations(values, limit)
-            raise InvalidInput(
-                "invalid query parameters",
-                errors=_param_errors(query, values, found),
-                errors_truncated=truncated,
-            )
-        request[QUERY_KEY] = values
+    def validation(route: Route, handler: Handler) -> Handler | None:
+        declared = route.meta
+        path, query, body = declared.path, declared.query, declared.body
+        if path is None and query is None and body is None:
+            return None
+        # Most requests of a route with optional parameters send none: decided once here.
+        no_query_is_valid = query is not None and query.is_valid({})
 
-    body = route.body
-    if body is not None:
-        document, found, truncated = check_body(await read_raw_json_body(request), body, limit)
-        if found:
-            failure = ValidationFailed(
-                "the request body does not match the schema",
-                errors=[{"pointer": json_pointer(p), "detail": m} for p, m in found],
-                errors_truncated=truncated,
-            )
-            hook = invalid_hook(request, route)
-            if hook is not None:
-                answer = hook(request, failure)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-                if answer is not None:
-                    return answer  # type: ignore[no-any-return]
-            raise failure
-        request[BODY_KEY] = document
+        async def validated(request: web.Request) -> web.StreamResponse:
+            if path is not None:
+                request[PATH_KEY] = _checked_path(request, path)
+            if query is not None:
+                if no_query_is_valid and not request.rel_url.raw_query_string:
+                    request[QUERY_KEY] = {}
+                else:
+                    request[QUERY_KEY] = _checked_query(request, query, max_violations)
+            if body is not None:
+                raw = await read_raw_json_body(request)
+                document, found, truncated = check_body(raw, body, max_violations)
+                if found:
+                    return await _invalid_body(request, declared, found, truncated)
+                request[BODY_KEY] = document
+            return await handler(request)
 
-    return await handler(request)
+        return validated
+
+    return validation
+
+
+def _checked_path(request: web.Request, path: CompiledSchema) -> dict[str, Any]:
+    """The path parameters, coerced; raises NotFound (404) when they fail their schema."""
+    values, unparsed = coerce_params(request.match_info, path.schema)
+    if unparsed:
+        raise NotFound(f"no such resource: {unparsed[0]['detail']}")
+    if not path.is_valid(values):
+        found, _ = path.violations(values, 1)
+        raise NotFound(f"no such resource: {found[0][1] if found else 'invalid path'}")
+    return values
+
+
+def _checked_query(request: web.Request, query: CompiledSchema, limit: int) -> dict[str, Any]:
+    """The query parameters, coerced; raises InvalidInput (400) when they fail their schema."""
+    values, unparsed = coerce_params(request.query, query.schema)
+    if unparsed:
+        raise InvalidInput("invalid query parameters", errors=unparsed[:limit], errors_truncated=len(unparsed) > limit)
+    if not query.is_valid(values):
+        found, truncated = query.violations(values, limit)
+        raise InvalidInput(
+            "invalid query parameters",
+            errors=_param_errors(query, values, found),
+            errors_truncated=truncated,
+        )
+    return values
+
+
+async def _invalid_body(
+    request: web.Request, declared: RouteMeta, found: list[Violation], truncated: bool
+) -> web.StreamResponse:
+    """The route's hook's answer to a body failing its schema; raises ValidationFailed (422) without one."""
+    failure = ValidationFailed(
+        "the request body does not match the schema",
+        errors=[{"pointer": json_pointer(p), "detail": m} for p, m in found],
+        errors_truncated=truncated,
+    )
+    hook = invalid_hook(request, declared)
+    if hook is not None:
+        answer = hook(request, failure)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer is not None:
+            return answer  # type: ignore[no-any-return]
+    raise failure

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 InvalidHook = Callable[[web.Request, ValidationFailed], Any]
 
 STAMP = "__route_meta__"
+# Set on a composed handler chain (routing/chain.py): the handler as it was registered.
+REGISTERED = "__route_handler__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,7 @@ class RouteMeta:
     doc: RouteDoc | None = None
     # An internal page a scraper may also open with its bearer token (`metrics.token`).
     scraper_token: bool = False
-    # Room for the access rules and limits a route may declare (fields added with their features).
+    # A field a layer reads goes here, with the stamp that sets it (see routing/chain.py).
 
     def schemas(self) -> dict[str, CompiledSchema]:
         """The declared schemas by kind ("path", "query", "body"), in the order they are checked."""
@@ -79,8 +81,14 @@ def doc_of(handler: Any) -> RouteDoc:
     return route.doc if route is not None and route.doc is not None else RouteDoc()
 
 
+def registered(handler: Any) -> Any:
+    """The handler as registered (a function or web.View class), also when it runs composed."""
+    return getattr(handler, REGISTERED, handler)
+
+
 def method_handler(handler: Any, method: str) -> Any:
     """`handler` itself, or for a class-based view its method for `method` (None if it has none)."""
+    handler = registered(handler)
     if isinstance(handler, type) and issubclass(handler, web.View):
         return getattr(handler, method.lower(), None)
     return handler

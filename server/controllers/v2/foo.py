@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.controllers.foo import FOO_QUERY_SCHEMA, FOO_RESPONSES, foo_payload
+from server.json_codec import json_response
 from server.routing.stamps import describe, query_schema
 
 routes = web.RouteTableDef()
@@ -16,4 +17,4 @@ routes = web.RouteTableDef()
 async def get_foo(request: web.Request) -> web.Response:
     payload = await foo_payload(request)
     payload["links"] = {"self": str(request.rel_url.with_query(None))}
-    return web.json_response(payload)
+    return json_response(payload)

@@ -1,4 +1,4 @@
-"""Model-layer throughput on a temp SQLite file: `python bench/models.py [N]` (prints ops/s; not a test)."""
+"""Model-layer throughput on a temp SQLite file: `python -m bench.micro.models [N]` (ops/s; not a test)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Cost per call of validating the bar body: jsonschema per call, precompiled, and our fast path.
 
-Run: .venv/bin/python bench/validation_bench.py [--repeat N]
+Run: .venv/bin/python -m bench.micro.validation [--repeat N]
 Prints the median over N repeats of the time per call, in microseconds.
 """
 
@@ -11,10 +11,7 @@ import statistics
 import sys
 import timeit
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jsonschema
 from jsonschema import Draft202012Validator

@@ -1,7 +1,7 @@
 """What error reporting costs the event loop: per-report capture time, and /api/v1/fail latency
 and loop lag with a healthy and with a hung Honeybadger collector.
 
-    .venv/bin/python bench/honeybadger_report.py [--requests 200]
+    .venv/bin/python -m bench.micro.honeybadger_report [--requests 200]
 
 Needs no Redis (the routes used do not touch it) and writes a throwaway SQLite file.
 """
@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -21,8 +20,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.app import create_app
 from server.keys import REPORTER_KEY

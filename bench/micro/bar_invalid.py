@@ -1,6 +1,6 @@
 """What an invalid POST /api/v1/bar costs against a valid one of the same size (1 KiB and 1 MiB).
 
-Run: .venv/bin/python bench/bar_invalid.py [--requests N]
+Run: .venv/bin/python -m bench.micro.bar_invalid [--requests N]
 
 The whole app runs in-process (its own throwaway Redis and SQLite file); each body is posted N
 times in a row and the median and p99 time per request are printed, with the ratio
@@ -15,12 +15,9 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer

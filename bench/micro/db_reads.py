@@ -1,6 +1,6 @@
 """Where foo's time goes: our Database's reads against bare aiosqlite patterns, 64 concurrent readers.
 
-    taskset -c 0 .venv/bin/python -m bench.micro_db_reads [--seconds 2]
+    taskset -c 0 .venv/bin/python -m bench.micro.db_reads [--seconds 2]
 
 No HTTP, no wrk: one process, one event loop (uvloop), a temporary SQLite file of 1,000 users,
 `SELECT COUNT(*) FROM users` as fast as 64 coroutines can ask. Each aiosqlite call is a round
