@@ -12,7 +12,7 @@ STAMP_BENCH := $(VENV)/.installed-bench
 PEERS_VENV := bench/.peers-venv
 STAMP_PEERS := $(PEERS_VENV)/.installed
 
-.PHONY: run dev status stop reload test install install-test routes migrate seed clean bench token
+.PHONY: run dev status stop reload test install install-test routes migrate seed clean bench bench-db token
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -84,9 +84,8 @@ test: install-test
 	$(VENV)/bin/mypy
 	$(VPY) -m pytest --cov --cov-report=term
 
-## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
-## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).
-bench: $(STAMP_BENCH) $(STAMP_PEERS)
+# wrk from Debian's packages when it is missing (as root), else a clear message.
+define ensure_wrk
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; \
@@ -94,7 +93,19 @@ bench: $(STAMP_BENCH) $(STAMP_PEERS)
 	    echo "make bench needs wrk: install it with 'sudo apt-get install -y wrk' and run make bench again" >&2; \
 	    exit 1; \
 	  fi; }
+endef
+
+## Benchmarks against bare aiohttp and raw SAQ, a few minutes; writes bench/results/.
+## Options through ARGS, e.g. make bench ARGS="--quick --only foo" (see bench/README.md).
+bench: $(STAMP_BENCH) $(STAMP_PEERS)
+	$(ensure_wrk)
 	$(VPY) -m bench $(ARGS)
+
+## SQLite and PostgreSQL side by side (foo, users?limit=20), each against a bare aiohttp app on the
+## same database; needs PostgreSQL's server package (as for the tests). About 3 minutes.
+bench-db: $(STAMP_BENCH)
+	$(ensure_wrk)
+	$(VPY) -m bench.databases $(ARGS)
 
 routes: install
 	$(VPY) -m server routes

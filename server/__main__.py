@@ -73,7 +73,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     from server.models.migrate import migrate_command
 
-    return asyncio.run(migrate_command(config.database))
+    return asyncio.run(migrate_command(config.database, check=args.check))
 
 
 def cmd_seed(config: Config, args: argparse.Namespace) -> int:
@@ -213,7 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument("--fd", type=int, help="serve on this inherited listening socket (circus)")
-    sub.add_parser("migrate", help="apply the database migrations that are missing, and say what was done")
+    migrate = sub.add_parser("migrate", help="apply the database migrations that are missing, and say what was done")
+    migrate.add_argument(
+        "--check", action="store_true", help="apply nothing: exit 1, saying why, unless this code can run on the schema"
+    )
     sub.add_parser("seed", help="example data through the model API (safe to run again and again)")
     worker = sub.add_parser("worker", help="run SAQ workers (every queue, or those named)")
     worker.add_argument("--queue", action="append", metavar="NAME", help="serve this queue (repeatable; default: all)")
@@ -266,11 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in DATABASE_COMMANDS:
         return command(config, args)
     # Imported here, not at the top: the light commands (redis-path) load no database driver.
+    from server.models.errors import DatabaseUnavailable
     from server.models.migrate import SchemaError
 
     try:
         return command(config, args)
-    except SchemaError as exc:  # the database does not fit this code
+    except (SchemaError, DatabaseUnavailable) as exc:  # the database does not fit this code, or is down
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -65,16 +65,27 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
+    # postgresql://user@host:5432/name selects PostgreSQL (the password may come from PGPASSWORD
+    # or ~/.pgpass instead of the URL); empty: SQLite in the file at `path`.
+    url: str = ""
     path: str = "var/app.db"
+    # SQLite: how long a write waits for another process's lock. PostgreSQL: how long a
+    # statement waits for a free pool connection. Either way, then 503.
     busy_timeout_ms: int = 5000
-    # One reader per process measured fastest (13k vs 11k req/s on GET /api/v1/foo, one core):
-    # each reader is a thread; more of them only contend for the GIL.
+    # SQLite: one reader per process measured fastest (13k vs 11k req/s on GET /api/v1/foo, one
+    # core): each reader is a thread; more of them only contend for the GIL.
     read_connections: int = 1
     # Writes of one process waiting for the write lock; more answer 503 at once (and each waits
     # at most busy_timeout_ms), so a locked database cannot pile up requests without bound.
     max_waiting_writers: int = 256
     # Apply missing migrations on start-up; when false, start-up refuses until `python -m server migrate`.
     auto_migrate: bool = True
+    # PostgreSQL: connections per process (web and worker processes each have a pool).
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    # PostgreSQL: prepared statements kept per connection; 0 behind PgBouncer in transaction mode.
+    statement_cache_size: int = 100
+    connect_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,14 @@ class RedisConfig:
     # at start-up). Under `make run` the supervised Redis requires one: see README "Security".
     password: str = ""
     password_file: str = ""
+    # Redis through Sentinel: each sentinel's "host:port" and the master's name. Then `url` only
+    # gives the database number (and a password); clients follow the master across failovers.
+    sentinels: tuple[str, ...] = ()
+    master_name: str = "mymaster"
+    sentinel_password: str = ""
+    # Whether circus runs redis-server on this host. auto: when circus.role is `all`, no sentinels
+    # are set and `url` points at this host (loopback); always; never (Redis runs elsewhere).
+    supervise: str = "auto"
 
     def effective_password(self) -> str:
         """The password clients send: the URL's, else `password` (password_file already read)."""
@@ -105,8 +124,10 @@ class CacheConfig:
     # After a Redis error, cached routes skip Redis this long (answering BYPASS) before trying again.
     retry_interval: float = 1.0
     # The cache's own Redis (empty: the queue's redis.url). A separate instance may evict entries
-    # under maxmemory without ever evicting a queued job (README, "Caching").
+    # under maxmemory without ever evicting a queued job (README, "Caching"). With redis.sentinels,
+    # `master_name` names the cache's own master instead.
     redis_url: str = ""
+    master_name: str = ""
     # `Cache-Control: no-cache` refreshes an entry at most this many times per client per window
     # (seconds); beyond, the request is answered from the cache like any other. 0: never.
     refresh_budget: int = 10
@@ -181,6 +202,10 @@ class CircusConfig:
     # relative path is relative to the config file's folder. tcp:// has no authentication at all.
     endpoint: str = "ipc://var/circus/control.sock"
     timeout: float = 2.0
+    # What this host runs: all (everything, one box), web (web processes only), worker (workers only).
+    role: str = "all"
+    # How long the launcher waits for Redis and the database to answer before it gives up.
+    wait_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,11 +296,16 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "METRICS_DIR": ("metrics", "dir"),
     "METRICS_TOKEN": ("metrics", "token"),
     "DATABASE_PATH": ("database", "path"),
+    "DATABASE_URL": ("database", "url"),
     "DATABASE_AUTO_MIGRATE": ("database", "auto_migrate"),
     "REDIS_URL": ("redis", "url"),
     "CACHE_REDIS_URL": ("cache", "redis_url"),
     "REDIS_PASSWORD": ("redis", "password"),
     "REDIS_PASSWORD_FILE": ("redis", "password_file"),
+    "REDIS_SENTINELS": ("redis", "sentinels"),
+    "REDIS_MASTER_NAME": ("redis", "master_name"),
+    "REDIS_SENTINEL_PASSWORD": ("redis", "sentinel_password"),
+    "REDIS_SUPERVISE": ("redis", "supervise"),
     "CAT_FACTS_URL": ("cat_facts", "url"),
     "QUEUE_EMBEDDED_WORKER": ("queue", "embedded_worker"),
     "HONEYBADGER_API_KEY": ("honeybadger", "api_key"),
@@ -286,6 +316,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "INTERNAL_PASSWORD": ("internal", "password"),
     "INTERNAL_PASSWORD_FILE": ("internal", "password_file"),
     "CIRCUS_ENDPOINT": ("circus", "endpoint"),
+    "HOST_ROLE": ("circus", "role"),
     "AUTH_PUBLIC_READS": ("auth", "public_reads"),
     "RATE_LIMIT_ENABLED": ("rate_limit", "enabled"),
     "RATE_LIMIT_DEFAULT": ("rate_limit", "default"),
@@ -343,10 +374,18 @@ def _config_schema() -> dict[str, Any]:
     props["database"]["properties"]["path"]["minLength"] = 1
     props["database"]["properties"]["read_connections"].update(minimum=1, maximum=32)
     props["database"]["properties"]["busy_timeout_ms"]["minimum"] = 1
+    props["database"]["properties"]["url"]["pattern"] = r"^$|^postgres(ql)?://"
+    props["database"]["properties"]["pool_min_size"].update(minimum=0, maximum=1000)
+    props["database"]["properties"]["pool_max_size"].update(minimum=1, maximum=1000)
+    props["database"]["properties"]["statement_cache_size"]["minimum"] = 0
+    props["database"]["properties"]["connect_timeout"]["exclusiveMinimum"] = 0
     props["database"]["properties"]["max_waiting_writers"]["minimum"] = 0
     props["redis"]["properties"]["url"]["pattern"] = r"^(redis|rediss|unix)://"
     props["redis"]["properties"]["socket_timeout"]["exclusiveMinimum"] = 0
     props["redis"]["properties"]["connect_timeout"]["exclusiveMinimum"] = 0
+    props["redis"]["properties"]["sentinels"]["items"]["pattern"] = r"^[^\s:]+:\d{1,5}$"
+    props["redis"]["properties"]["master_name"]["minLength"] = 1
+    props["redis"]["properties"]["supervise"]["enum"] = ["auto", "always", "never"]
     props["cache"]["properties"]["default_ttl"]["minimum"] = 1
     props["cache"]["properties"]["lock_timeout"]["exclusiveMinimum"] = 0
     props["cache"]["properties"]["wait_timeout"]["minimum"] = 0
@@ -379,6 +418,8 @@ def _config_schema() -> dict[str, Any]:
     hb["flush_timeout"]["minimum"] = 0
     props["internal"]["properties"]["username"]["minLength"] = 1
     props["circus"]["properties"]["endpoint"]["pattern"] = r"^(tcp|ipc)://"
+    props["circus"]["properties"]["role"]["enum"] = ["all", "web", "worker"]
+    props["circus"]["properties"]["wait_timeout"]["exclusiveMinimum"] = 0
     auth = props["auth"]["properties"]
     auth["cache_ttl"]["minimum"] = 0
     auth["cache_size"]["minimum"] = 1
@@ -483,6 +524,8 @@ def build_config(raw: Mapping[str, Any] | None, *, base_dir: Path | None = None)
                 values[key] = tuple(value)
         sections[name] = cls(**values)
     config = Config(**sections)
+    if config.database.pool_min_size > config.database.pool_max_size:
+        raise ConfigError("database.pool_min_size: must not be larger than database.pool_max_size")
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
     return _read_password_files(config)

@@ -29,8 +29,10 @@ from server.keys import (
     REVOCATIONS_KEY,
 )
 from server.metrics import PUBLISH_INTERVAL, process_metrics, setup_process_metrics
+from server.models.backends import make_database as make_configured_database
 from server.models.database import Database
 from server.models.migrate import prepare_database
+from server.redis_clients import async_client, cache_target, queue_target
 from server.services.honeybadger.sender import HoneybadgerReporter, reporter_observer
 from server.services.queues import JobQueues, build_queues
 
@@ -62,15 +64,11 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_database(config: Config) -> Database:
-    """The Database of `config`, not yet open; its writer waits go to the metrics."""
-    cfg = config.database
+    """The Database of `config` (PostgreSQL when database.url is set, else SQLite), not yet open;
+    its write waits go to the metrics."""
     metrics = process_metrics()
-    return Database(
-        cfg.path,
-        busy_timeout_ms=cfg.busy_timeout_ms,
-        read_connections=cfg.read_connections,
-        on_write_wait=metrics.observe_write_wait if metrics is not None else None,
-        max_waiting_writers=cfg.max_waiting_writers,
+    return make_configured_database(
+        config.database, on_write_wait=metrics.observe_write_wait if metrics is not None else None
     )
 
 
@@ -81,7 +79,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         # Raises SchemaError (database too new, or migrations pending with auto_migrate off): no start.
         report = await prepare_database(db, auto_migrate=app[CONFIG_KEY].database.auto_migrate)
         for label in report.applied:
-            log.info("applied migration %s to %s", label, db.path)
+            log.info("applied migration %s to %s", label, db.label)
         app[DB_KEY] = db
         yield
     finally:
@@ -92,12 +90,10 @@ def make_redis(config: Config, *, socket_timeout: float | None = None) -> Redis:
     """The app's client. Connecting is bounded here; each use bounds its commands with
     `asyncio.timeout(config.redis.socket_timeout)` (the cache, /readyz, the internal pages):
     redis-py's socket_timeout would start a task per command (docs/decisions.md, "redis-py: per-command timeouts")."""
-    cfg = config.redis
-    return Redis.from_url(
-        cfg.url,
-        password=cfg.password or None,  # a password in the URL wins
+    return async_client(
+        queue_target(config.redis),
         socket_timeout=socket_timeout,
-        socket_connect_timeout=cfg.connect_timeout,
+        socket_connect_timeout=config.redis.connect_timeout,
         health_check_interval=30,
     )
 
@@ -113,11 +109,11 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_cache_redis(config: Config) -> Redis:
-    """The cache's own client: `cache.redis_url`, or the queue's `redis.url` when empty (a
-    separate instance may evict entries under maxmemory without touching the queues)."""
-    return Redis.from_url(
-        config.cache.redis_url or config.redis.url,
-        password=config.redis.password or None,  # a password in the URL wins
+    """The cache's own client: `cache.redis_url` (or `cache.master_name` behind the sentinels),
+    else the queue's Redis (a separate instance may evict entries under maxmemory without touching
+    the queues)."""
+    return async_client(
+        cache_target(config) or queue_target(config.redis),
         socket_connect_timeout=config.redis.connect_timeout,
         health_check_interval=30,
     )
@@ -211,7 +207,7 @@ async def reporter_ctx(app: web.Application) -> AsyncIterator[None]:
 
 @dataclass(slots=True)
 class WorkerResources:
-    """What jobs use, the same kinds the web app opens: SQLite, Redis, an HTTP session."""
+    """What jobs use, the same kinds the web app opens: the database, Redis, an HTTP session."""
 
     db: Database
     redis: Redis

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from server.config import DatabaseConfig
+from server.models.backends import make_database
 from server.models.database import Database
 from server.models.migrate import describe, prepare_database
 from server.models.user import User
@@ -39,12 +40,12 @@ async def seed(db: Database, say: Callable[[str], object] = print) -> None:
 
 async def seed_command(cfg: DatabaseConfig, say: Callable[[str], object] = print) -> int:
     """`python -m server seed` and `python seed.py`: prepare the database as start-up does, then seed."""
-    db = Database(cfg.path, busy_timeout_ms=cfg.busy_timeout_ms, read_connections=1)
+    db = make_database(cfg, small=True)
     await db.open()
     try:
         report = await prepare_database(db, auto_migrate=cfg.auto_migrate)
         if report.applied:
-            say(describe(report, db.path))
+            say(describe(report, db.label))
         await seed(db, say)
     finally:
         await db.close()

@@ -9,6 +9,8 @@ supervise`, `python -m server redis-shim`) and hooks that circusd calls.
 
 from __future__ import annotations
 
+import asyncio
+import configparser
 import ctypes
 import logging
 import os
@@ -26,6 +28,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from server.config import PROJECT_ROOT, Config, load_config
+from server.redis_clients import cache_target, queue_target, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +141,6 @@ def circus_env(config: Config, environ: Mapping[str, str], redis_binary: str, va
             "REDIS_URL": config.redis.url,
             "REDIS_SERVER": redis_binary,
             "REDIS_PORT": str(redis_url.port or 6379),
-            # The cache's own Redis (maxmemory, allkeys-lru, no persistence): redis-cache.conf.
-            "CACHE_REDIS_URL": cache_redis_url(config),
             "CAT_FACTS_URL": config.cat_facts.url,
             "HONEYBADGER_ENVIRONMENT": config.honeybadger.environment,
             "HONEYBADGER_ENDPOINT": config.honeybadger.endpoint,
@@ -151,23 +152,146 @@ def circus_env(config: Config, environ: Mapping[str, str], redis_binary: str, va
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if supervises_cache_redis(config):
+        # The cache's own Redis (maxmemory, allkeys-lru, no persistence): redis-cache.conf.
+        env["CACHE_REDIS_URL"] = cache_redis_url(config)
     return env
+
+
+def supervises_redis(config: Config) -> bool:
+    """Whether circus runs redis-server on this host (redis.supervise; auto: a single box's own)."""
+    mode = config.redis.supervise
+    if mode != "auto":
+        return mode == "always"
+    host = urlsplit(config.redis.url).hostname or ""
+    return config.circus.role == "all" and not config.redis.sentinels and host in _LOOPBACK_HOSTS
+
+
+def supervises_cache_redis(config: Config) -> bool:
+    """Whether circus runs the cache's own Redis here: beside a supervised queue Redis, on this host."""
+    if config.cache.master_name and config.redis.sentinels:
+        return False
+    host = urlsplit(cache_redis_url(config)).hostname or ""
+    return supervises_redis(config) and host in _LOOPBACK_HOSTS
+
+
+def runs_here(config: Config, section: str) -> bool:
+    """Whether a section of circus.ini belongs to this host's role (circus.role)."""
+    kind, _, name = section.partition(":")
+    role = config.circus.role
+    if kind == "socket":  # the HTTP port: only where web processes serve it
+        return role in ("all", "web")
+    if kind != "watcher":
+        return True
+    if name == "redis":
+        return supervises_redis(config)
+    if name == "redis-cache":
+        return supervises_cache_redis(config)
+    if name == "web":
+        return role in ("all", "web")
+    if name.startswith("worker"):
+        return role in ("all", "worker")
+    return True
+
+
+def write_circus_ini(template: Path, config: Config, var: Path) -> Path:
+    """circus.ini with only the sockets and watchers of this host's role, as var/circus-<role>.ini (0600)."""
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=(";", "#"))
+    parser.optionxform = str  # type: ignore[assignment, method-assign]  # keep option names as written
+    parser.read(template)
+    for section in parser.sections():
+        if not runs_here(config, section):
+            parser.remove_section(section)
+    path = var / f"circus-{config.circus.role}.ini"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"; Written by `python -m server supervise` from {template} for circus.role {config.circus.role}.\n")
+        parser.write(f)
+    return path
+
+
+def _redis_problem(config: Config) -> str | None:
+    """None when every configured Redis answers PING, else what failed."""
+    import redis
+
+    for target in filter(None, (queue_target(config.redis), cache_target(config))):
+        client = sync_client(target, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            return f"Redis ({target.describe()}): {type(exc).__name__}: {exc}"
+        finally:
+            client.close()
+    return None
+
+
+def _database_problem(config: Config) -> str | None:
+    """None when the configured PostgreSQL answers (SQLite is a local file: nothing to wait for)."""
+    if not config.database.url:
+        return None
+    from server.models.backends import make_database
+    from server.models.errors import DatabaseUnavailable
+
+    async def ping() -> None:
+        db = make_database(config.database, small=True)
+        await db.open()
+        try:
+            await db.ping()
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(ping())
+    except DatabaseUnavailable as exc:
+        return f"the database: {exc}"
+    return None
+
+
+def wait_for_services(config: Config, *, redis_here: bool, sleep: float = 0.5) -> str | None:
+    """Wait up to circus.wait_timeout for Redis (unless circus starts it here) and the database.
+
+    Returns None once both answer, else one line naming what did not. Says once what it waits for.
+    """
+    deadline = time.monotonic() + config.circus.wait_timeout
+    said: set[str] = set()
+    checks = [_database_problem] if redis_here else [_redis_problem, _database_problem]
+    for check in checks:
+        while (problem := check(config)) is not None:
+            if time.monotonic() > deadline:
+                return f"gave up after {config.circus.wait_timeout:g} s (circus.wait_timeout): {problem}"
+            if check.__name__ not in said:
+                said.add(check.__name__)
+                print(f"waiting for {problem}", file=sys.stderr, flush=True)
+            time.sleep(sleep)
+    return None
 
 
 def supervise(
     config: Config, config_path: Path, ini: Path = CIRCUS_INI, environ: Mapping[str, str] | None = None
 ) -> int:
-    """Generate missing secrets, apply migrations, then replace this process with circusd."""
+    """Wait for Redis and the database, generate missing secrets (one box only), apply or check the
+    migrations, then replace this process with circusd running this host's role."""
     from server.redis_binary import find_redis_server
 
     environ = os.environ if environ is None else environ
+    role = config.circus.role
     # Everything the system creates from here on (database and WAL, Redis data, logs, sockets)
     # is readable by this user only; circusd and every watcher inherit the umask.
     os.umask(0o077)
-    redis_binary = find_redis_server(environ=environ)
-    if redis_binary is None:
-        print("no redis-server >= 7.0 found: run `make run` (it installs one) or put one on PATH", file=sys.stderr)
-        return 1
+    if role != "all" and not config.database.url:
+        print(
+            f"invalid configuration: circus.role {role} needs a database every host reaches: set "
+            "database.url (DATABASE_URL=postgresql://...); SQLite keeps its data on one host's disk",
+            file=sys.stderr,
+        )
+        return 2
+    redis_here = supervises_redis(config)
+    redis_binary = ""
+    if redis_here:
+        redis_binary = find_redis_server(environ=environ) or ""
+        if not redis_binary:
+            print("no redis-server >= 7.0 found: run `make run` (it installs one) or put one on PATH", file=sys.stderr)
+            return 1
     try:
         warning = check_endpoint(config.circus.endpoint)
     except ValueError as exc:
@@ -177,18 +301,23 @@ def supervise(
         print(warning, file=sys.stderr)
     var = var_dir(environ)
     make_private(var)
-    for folder in (var / "log", var / "redis", var / "redis-cache"):
+    for folder in (var / "log", var / "redis", var / "redis-cache") if redis_here else (var / "log",):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if config.circus.endpoint.startswith("ipc://"):
         Path(config.circus.endpoint[len("ipc://") :]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = circus_env(config, environ, redis_binary, var)
     env["SERVER_CONFIG"] = str(config_path)
-    if not config.redis.effective_password():
+    # On one box, secrets may be generated into 0600 files under var/. A host of a larger
+    # deployment keeps nothing it needs on its disk: its secrets come from the environment.
+    if redis_here and not config.redis.effective_password():
+        if role != "all":
+            print(f"circus.role {role} runs Redis here: give it a password (REDIS_PASSWORD)", file=sys.stderr)
+            return 2
         # The supervised Redis always requires a password: generated once, kept in a 0600 file.
         path = var / "redis_password"
         ensure_password_file(path)
         env["REDIS_PASSWORD_FILE"] = str(path)
-    if not config.internal.password:
+    if not config.internal.password and role == "all":
         path = var / "internal_password"
         created = ensure_password_file(path)
         env["INTERNAL_PASSWORD_FILE"] = str(path)
@@ -197,16 +326,29 @@ def supervise(
             f"{config.internal.username!r}, password in {path}{' (new)' if created else ''}",
             file=sys.stderr,
         )
-    migrate = subprocess.run([sys.executable, "-m", "server", "--config", str(config_path), "migrate"], env=env)
+    elif not config.internal.password and role == "web":
+        print("internal pages are off on this host: set INTERNAL_PASSWORD to serve them", file=sys.stderr)
+    problem = wait_for_services(config, redis_here=redis_here)
+    if problem is not None:
+        print(f"supervise: {problem}", file=sys.stderr)
+        return 1
+    # One box migrates at start; several hosts migrate once per deploy (database.auto_migrate
+    # false, `python -m server migrate` first) and each host only checks it can run on the schema.
+    step = ["migrate"] if config.database.auto_migrate else ["migrate", "--check"]
+    migrate = subprocess.run([sys.executable, "-m", "server", "--config", str(config_path), *step], env=env)
     if migrate.returncode != 0:
         return migrate.returncode
     circusd = shutil.which("circusd", path=str(Path(sys.executable).parent)) or shutil.which("circusd")
     if circusd is None:
         print("circusd not found: install the project (`make run`)", file=sys.stderr)
         return 1
-    print(f"starting circusd with {ini} (logs in {var / 'log'}); Ctrl-C stops everything", file=sys.stderr)
+    host_ini = write_circus_ini(ini, config, var)
+    print(
+        f"starting circusd for circus.role {role} with {host_ini} (logs in {var / 'log'}); Ctrl-C stops everything",
+        file=sys.stderr,
+    )
     sys.stderr.flush()
-    os.execve(circusd, [circusd, str(ini)], env)
+    os.execve(circusd, [circusd, str(host_ini)], env)
 
 
 def _die_with_parent() -> None:

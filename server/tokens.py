@@ -22,9 +22,10 @@ from server.auth.policy import check_scopes
 from server.config import Config
 from server.models import api_token
 from server.models.api_token import ApiToken
+from server.models.backends import make_database
 from server.models.database import Database
 from server.models.migrate import prepare_database
-from server.resources import make_database, make_redis
+from server.resources import make_redis
 
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -41,7 +42,7 @@ def parse_duration(text: str) -> timedelta:
 @asynccontextmanager
 async def open_database(config: Config) -> AsyncIterator[Database]:
     """The configured database, migrated as start-up would; raises SchemaError when it cannot be."""
-    db = make_database(config)
+    db = make_database(config.database, small=True)
     await db.open()
     try:
         await prepare_database(db, auto_migrate=config.database.auto_migrate)

@@ -31,14 +31,14 @@ def process_metrics_dir() -> Path:
     return _metrics_dir
 
 
-def make_test_config(*, database: Path, redis_url: str, **overrides: Any) -> Config:
-    """A Config for one test: its own SQLite file, the throwaway Redis, no embedded worker, no
-    rate limits (the tests of them turn them on)."""
+def make_test_config(*, database: Path, redis_url: str, database_url: str = "", **overrides: Any) -> Config:
+    """A Config for one test: its own SQLite file (or PostgreSQL database), the throwaway Redis, no
+    embedded worker, no rate limits (the tests of them turn them on)."""
     raw: dict[str, Any] = {
         "server": {"access_log": False},
         "logging": {"level": "DEBUG"},
         "metrics": {"dir": str(process_metrics_dir())},
-        "database": {"path": str(database)},
+        "database": {"path": str(database), "url": database_url},
         "redis": {"url": redis_url},
         "queue": {"embedded_worker": False},
         "cat_facts": {"url": "http://127.0.0.1:9/fact", "timeout": 2.0},

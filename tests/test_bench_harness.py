@@ -290,6 +290,29 @@ async def test_baseline_app_answers_like_the_contract(aiohttp_client, redis_url,
     assert await (await client.get("/api/v1/baz")).json() == primed
 
 
+async def test_the_postgresql_baseline_answers_as_our_server_does(
+    aiohttp_client, redis_url, tmp_path, postgres_databases
+):
+    from bench.baseline_pg_app import create_baseline_app as create_pg_baseline_app
+    from bench.databases import seed_postgres
+    from server.app import create_app
+    from testing.config import make_test_config
+
+    url = postgres_databases()
+    assert await seed_postgres(url, 30) == 30
+    ours = await aiohttp_client(
+        create_app(
+            make_test_config(
+                database=tmp_path / "x.db", redis_url=redis_url, database_url=url, cache={"enabled": False}
+            )
+        )
+    )
+    baseline = await aiohttp_client(create_pg_baseline_app(url, 1, 2))
+    for path in ("/api/v1/foo", "/api/v1/users?limit=20", "/api/v1/users?limit=5&offset=28"):
+        answers = [await (await client.get(path)).json() for client in (ours, baseline)]
+        assert answers[0] == answers[1], path
+
+
 def test_cpu_per_request_and_the_peers_are_reported_beside_requests_per_second():
     results = sample_results()
     healthz = results["http"][0]

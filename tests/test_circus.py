@@ -101,16 +101,20 @@ class Supervisor:
     on a machine where `apt-get install redis-server` was run.
     """
 
-    def __init__(self, config_path: Path, var_dir: Path, bin_dir: Path) -> None:
+    def __init__(
+        self, config_path: Path, var_dir: Path, bin_dir: Path | None, extra_env: dict[str, str] | None = None
+    ) -> None:
         env = clean_env()
         env.pop("REDIS_SERVER", None)
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', os.defpath)}"
+        if bin_dir is not None:
+            env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', os.defpath)}"
         env["VAR_DIR"] = str(var_dir)
+        env.update(extra_env or {})
         # As the launcher reads it: relative paths (the circus socket) resolved.
         self.config = load_config(config_path, env)
         self.endpoint = self.config.circus.endpoint
         self.var_dir = var_dir
-        self.log_path = var_dir.parent / "circusd.out"  # the test's own file, outside var/
+        self.log_path = var_dir.parent / f"{var_dir.name}-circusd.out"  # the test's own file, outside var/
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server", "--config", str(config_path), "supervise"],

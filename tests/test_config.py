@@ -31,6 +31,7 @@ def test_environment_overrides_config_file(tmp_path):
             "SERVER_PORT": "9100",
             "SERVER_HOST": "0.0.0.0",
             "DATABASE_PATH": "/tmp/x.db",
+            "DATABASE_URL": "postgresql://app@db.internal:5432/app",
             "REDIS_URL": "redis://127.0.0.1:7000/1",
             "CAT_FACTS_URL": "http://127.0.0.1:5000/fact",
             "HONEYBADGER_API_KEY": "k",
@@ -44,6 +45,7 @@ def test_environment_overrides_config_file(tmp_path):
     assert config.server.port == 9100
     assert config.server.host == "0.0.0.0"
     assert config.database.path == "/tmp/x.db"
+    assert config.database.url == "postgresql://app@db.internal:5432/app"
     assert config.redis.url == "redis://127.0.0.1:7000/1"
     assert config.cat_facts.url == "http://127.0.0.1:5000/fact"
     assert config.honeybadger.api_key == "k"
@@ -64,6 +66,9 @@ def test_environment_overrides_config_file(tmp_path):
         ("nope: {}\n", {}, "Additional properties are not allowed ('nope' was unexpected)"),
         ("redis:\n  url: http://x\n", {}, "redis.url: 'http://x' does not match"),
         ("logging:\n  level: LOUD\n", {}, "logging.level: 'LOUD' is not one of"),
+        ("", {"DATABASE_URL": "mysql://x/y"}, "database.url: 'mysql://x/y' does not match"),
+        ("database:\n  pool_max_size: 0\n", {}, "database.pool_max_size: 0 is less than the minimum of 1"),
+        ("database:\n  pool_min_size: 5\n  pool_max_size: 2\n", {}, "database.pool_min_size: must not be larger"),
         ("- a\n- b\n", {}, "<root>: must be a mapping"),
         ("server: [\n", {}, "not valid YAML"),
     ],

@@ -121,8 +121,13 @@ async def test_a_scheduled_job_runs_on_time(jobs_client, workers):
     assert parse_time(body["started"]) >= at
 
 
-async def test_the_cron_task_fires_and_touches_the_database(tmp_path, redis_url, aiohttp_client, make_token):
-    config = jobs_test_config(tmp_path, redis_url, queue={"stats_cron": "* * * * * */1"})  # every second
+@pytest.mark.both_backends
+async def test_the_cron_task_fires_and_touches_the_database(
+    tmp_path, redis_url, aiohttp_client, backend, database_url, make_token
+):
+    config = jobs_test_config(
+        tmp_path, redis_url, queue={"stats_cron": "* * * * * */1"}, database_url=database_url
+    )  # every second
     # The cron job's key is known to all: its result is only for a token with jobs:read.
     token = await make_token(("jobs:read",), config=config)
     client = await aiohttp_client(app_with_enqueue_route(config), headers=bearer(token))
@@ -139,6 +144,8 @@ async def test_the_cron_task_fires_and_touches_the_database(tmp_path, redis_url,
     finally:
         await redis.aclose()
     assert stats["size_bytes"] > 0 and time.time() - stats["at"] < 60
+    assert stats["backend"] == backend and stats["users"] == 0
+    assert stats["connections"] >= 1 and stats["connections_in_use"] >= 0
 
 
 async def test_a_running_job_is_aborted_from_the_dashboard(jobs_client, workers):

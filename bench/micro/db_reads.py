@@ -21,7 +21,7 @@ from pathlib import Path
 import aiosqlite
 import uvloop
 
-from server.models.database import Database
+from server.models.sqlite import SQLiteDatabase
 
 SQL = "SELECT COUNT(*) FROM users"
 
@@ -42,7 +42,7 @@ async def rate(read: Callable[[], Awaitable[object]], seconds: float, concurrenc
 
 async def main(path: Path, seconds: float) -> None:
     for readers in (1, 2, 4):
-        db = Database(path, read_connections=readers)
+        db = SQLiteDatabase(path, read_connections=readers)
         await db.open()
         print(
             f"server Database.fetchval, {readers} reader(s) borrowed per read: "

@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from server.models.database import Database
 from server.models.migrate import migrate
+from server.models.sqlite import SQLiteDatabase
 from server.models.user import User
 
 
@@ -23,7 +23,7 @@ async def timed(label: str, count: int, run: Callable[[], Awaitable[object]]) ->
 
 async def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        db = Database(Path(folder) / "bench.db", read_connections=2)
+        db = SQLiteDatabase(Path(folder) / "bench.db", read_connections=2)
         await db.open()
         await migrate(db)
 

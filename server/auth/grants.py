@@ -28,8 +28,8 @@ from redis.asyncio.client import PubSub
 from server.auth.limiter import REDIS_ERRORS
 from server.config import AuthConfig
 from server.models.api_token import ApiToken, find_token_by_hash, hash_token, touch_tokens, well_formed
-from server.models.base import utc_timestamp
 from server.models.database import Database
+from server.models.values import utc_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ async def _check(name: str, probe: Any, timeout: float = READY_CHECK_TIMEOUT) ->
 
 @routes.get("/readyz", name="readyz")
 @describe(
-    summary="Readiness: checks SQLite and Redis",
+    summary="Readiness: checks the database and Redis",
     responses={200: "Every check is ok", 503: "A check failed; `failing` names it (not problem details)"},
 )
 async def get_readyz(request: web.Request) -> web.Response:

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.models.base import utc_timestamp
 from server.models.database import Database
+from server.models.values import utc_timestamp
 
 TOKEN_PREFIX = "asrv_"
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -28,7 +28,9 @@ TOKEN_LENGTH = len(TOKEN_PREFIX) + _BODY_LENGTH + _CHECK_LENGTH
 NAME_MAX = 128
 
 _COLUMNS = "id, name, scopes, created_at, last_used_at, expires_at, revoked_at"
-INSERT_TOKEN_SQL = "INSERT INTO api_tokens (name, token_hash, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?)"
+INSERT_TOKEN_SQL = (
+    "INSERT INTO api_tokens (name, token_hash, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id"
+)
 SELECT_TOKENS_SQL = f"SELECT {_COLUMNS} FROM api_tokens ORDER BY id"
 SELECT_TOKEN_SQL = f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?"
 SELECT_TOKEN_BY_HASH_SQL = f"SELECT {_COLUMNS} FROM api_tokens WHERE token_hash = ?"
@@ -126,9 +128,10 @@ async def create_token(
     token = generate_token()
     created = utc_timestamp()
     expires = None if expires_at is None else utc_timestamp(expires_at)
-    token_id, _ = await db.execute(INSERT_TOKEN_SQL, (name, hash_token(token), " ".join(scope_list), created, expires))
-    assert token_id is not None
-    row = ApiToken(token_id, name, tuple(scope_list), created, None, expires, None)
+    [inserted] = await db.execute_returning(
+        INSERT_TOKEN_SQL, (name, hash_token(token), " ".join(scope_list), created, expires)
+    )
+    row = ApiToken(int(inserted[0]), name, tuple(scope_list), created, None, expires, None)
     return row, token
 
 

@@ -1,290 +1,109 @@
-"""The SQLite database: one writer connection behind a lock, reader connections shared round-robin."""
+"""What every database backend offers the models: reads, writes, units of work, a ping and figures.
+
+Two backends implement it: `SQLiteDatabase` (server/models/sqlite.py, the embedded default) and
+`PostgresDatabase` (server/models/postgres.py). SQL is written once with `?` placeholders; each
+backend's `dialect` holds the SQL that differs. Driver errors come out as the same domain errors
+on both (server/models/errors.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import aiosqlite
+from server.models.dialect import Dialect
 
-from server.models.faults import StorageBusy
-
-log = logging.getLogger(__name__)
-
-Params = Sequence[Any] | dict[str, Any]
+Params = Sequence[Any]
+# A row indexes by position and by column name (sqlite3.Row and asyncpg.Record both do).
+Row = Any
 
 
-class _Reads:
-    """fetchone/fetchval on top of a class's fetchall (shared by Transaction and Database)."""
+class Reads(ABC):
+    """fetchone/fetchval on top of fetchall (shared by the databases and their transactions)."""
 
     __slots__ = ()
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
-        raise NotImplementedError
+    @abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row of a query."""
 
-    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         """The first row (the statement's other rows are read too: add LIMIT 1 where many match)."""
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row, or None."""
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
 
 
-class Transaction(_Reads):
-    """Statements run inside one `BEGIN IMMEDIATE ... COMMIT` (or a savepoint) on the writer connection."""
+class Transaction(Reads):
+    """Statements of one unit of work: committed together, or rolled back together on an error."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ()
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
+    @abstractmethod
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; the number of rows it changed."""
 
-    async def execute(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
-        """Run one statement; the cursor gives `lastrowid` and `rowcount`."""
-        return await self._conn.execute(sql, params)
+    @abstractmethod
+    async def execute_returning(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run one write statement with a RETURNING clause; the rows it returned."""
 
+    @abstractmethod
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        await self._conn.executemany(sql, rows)
+        """Run one statement once per row of parameters."""
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
-        # execute_fetchall is one hop to the connection's thread; execute + fetch + close are three.
-        return list(await self._conn.execute_fetchall(sql, params))
+    @abstractmethod
+    async def execute_raw(self, sql: str) -> None:
+        """Run one statement exactly as written: no parameters, no placeholder rewriting (migrations)."""
 
 
-class Database(_Reads):
-    """Owns the connections. Writes are serialised; reads run on separate connections.
+class Database(Reads):
+    """A database: open it, use it, close it. Reads and single writes outside a unit are atomic alone.
 
-    A single shared connection would let one request's rollback swallow another's writes, and
-    deferred transactions lose updates under concurrency (docs/decisions.md, "SQLite: locking and
-    the single writer"): every write unit here is
-    `BEGIN IMMEDIATE` on the one writer connection, under one lock, with nothing else awaited.
-    Other processes on the same file wait for SQLite's own lock (busy_timeout).
-
-    Inside `transaction()`, the task that holds it may call `transaction()` again (a savepoint)
-    and its reads go to the writer connection, so it sees its own uncommitted writes. Writes from
-    other tasks wait for the unit to finish: don't start other tasks' writes from inside one.
+    `transaction()` opens a unit of work. Model calls made inside it by the same task join it
+    (they run on its connection and see its uncommitted writes); `transaction()` called again
+    inside a unit is a savepoint, rolled back alone when its block raises.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        busy_timeout_ms: int = 5000,
-        read_connections: int = 2,
-        on_write_wait: Callable[[float], None] | None = None,
-        max_waiting_writers: int = 256,
-    ) -> None:
-        self.path = str(path)
-        # Called with the seconds each write unit waited for the writer (this process's lock,
-        # then SQLite's lock held by other processes): the metrics' database wait.
-        self.on_write_wait = on_write_wait
-        self._busy_timeout_ms = busy_timeout_ms
-        # Writers queued behind the write lock (another write holds it, perhaps itself waiting on
-        # SQLite's lock for busy_timeout): past this many, a write fails at once (StorageBusy).
-        self._max_waiting_writers = max_waiting_writers
-        self._waiting_writers = 0
-        self._read_count = read_connections
-        self._writer: aiosqlite.Connection | None = None
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._all_readers: list[aiosqlite.Connection] = []
-        self._next_reader = 0
-        self._write_lock = asyncio.Lock()
-        # The task inside the current write unit, and how deep its savepoints go.
-        self._owner: asyncio.Task[Any] | None = None
-        self._depth = 0
-
-    async def _connect(self) -> aiosqlite.Connection:
-        pending = aiosqlite.connect(self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None)
-        # aiosqlite's worker thread is not a daemon: one connection left open by a failed start-up
-        # would keep the process from ever exiting. Closing is still the rule; this is the backstop.
-        pending._thread.daemon = True
-        conn = await pending
-        try:
-            conn.row_factory = aiosqlite.Row
-            await conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            await self._enable_wal(conn)
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            await conn.execute("PRAGMA foreign_keys=ON")
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
-    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
-        """Switch to WAL, retrying while another connection holds the file.
-
-        On a fresh file opened by several processes at once (two web processes under circus),
-        SQLite may answer SQLITE_BUSY at once instead of calling the busy handler: a reader
-        upgrading its lock while another waits would deadlock. Only the first switch can collide.
-        """
-        deadline = asyncio.get_running_loop().time() + self._busy_timeout_ms / 1000
-        while True:
-            try:
-                await conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except aiosqlite.OperationalError as exc:
-                if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.02)
-
-    async def open(self) -> None:
-        """Open the writer and the readers; creates the file (and its folder) when missing."""
-        if self.path != ":memory:" and not self.path.startswith("file:"):
-            await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
-        try:
-            self._writer = await self._connect()
-            for _ in range(self._read_count):
-                conn = await self._connect()
-                self._all_readers.append(conn)
-                self._readers.put_nowait(conn)
-        except BaseException:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        """Close every connection; safe to call twice."""
-        async with self._write_lock:
-            conns = [c for c in [self._writer, *self._all_readers] if c is not None]
-            self._writer = None
-            self._all_readers = []
-            self._readers = asyncio.Queue()
-        for conn in conns:
-            await conn.close()
+    dialect: Dialect
 
     @property
-    def writer(self) -> aiosqlite.Connection:
-        if self._writer is None:
-            raise RuntimeError("database is not open")
-        return self._writer
+    @abstractmethod
+    def label(self) -> str:
+        """Where the data lives, for messages and logs (a file path, or a URL without password)."""
 
-    def _in_own_transaction(self) -> bool:
-        return self._owner is not None and self._owner is asyncio.current_task()
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect; raises DatabaseUnavailable when the database cannot be reached."""
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """One write unit: `BEGIN IMMEDIATE`, committed on success, rolled back on any error.
+    @abstractmethod
+    async def close(self) -> None:
+        """Close every connection; safe to call twice."""
 
-        Called again by the task already inside a unit, it opens a savepoint instead: rolled back
-        alone on error, committed with the outer unit.
-        """
-        if self._in_own_transaction():
-            async with self._savepoint() as tx:
-                yield tx
-            return
-        on_wait = self.on_write_wait
-        waiting_since = time.perf_counter() if on_wait is not None else 0.0
-        async with self._write_slot():
-            conn = self.writer
-            self._owner = asyncio.current_task()
-            try:
-                try:
-                    await conn.execute("BEGIN IMMEDIATE")
-                except asyncio.CancelledError:
-                    # The BEGIN was queued on the connection's thread and may still run there.
-                    await self._rollback(conn)
-                    raise
-                if on_wait is not None:
-                    on_wait(time.perf_counter() - waiting_since)
-                try:
-                    yield Transaction(conn)
-                except BaseException:
-                    await self._rollback(conn)
-                    raise
-                try:
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    # A failed COMMIT can leave the transaction open; later units must not inherit it.
-                    await self._rollback(conn)
-                    raise
-            finally:
-                self._owner = None
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """One unit of work (a savepoint when the task is already inside one)."""
 
-    @asynccontextmanager
-    async def _write_slot(self) -> AsyncIterator[None]:
-        """The write lock, waited for at most busy_timeout and only by a bounded number of
-        writers; raises StorageBusy instead of queueing without bound while SQLite is locked."""
-        if self._write_lock.locked() and self._waiting_writers >= self._max_waiting_writers:
-            raise StorageBusy(f"{self._waiting_writers} writers already wait for the database")
-        self._waiting_writers += 1
-        try:
-            async with asyncio.timeout(self._busy_timeout_ms / 1000):
-                await self._write_lock.acquire()
-        except TimeoutError:
-            raise StorageBusy(f"waited {self._busy_timeout_ms} ms for the write lock") from None
-        finally:
-            self._waiting_writers -= 1
-        try:
-            yield
-        finally:
-            self._write_lock.release()
+    @abstractmethod
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one write statement atomically (inside the caller's unit when there is one); rows changed."""
 
-    @asynccontextmanager
-    async def _savepoint(self) -> AsyncIterator[Transaction]:
-        conn = self.writer
-        self._depth += 1
-        name = f"sp_{self._depth}"
-        try:
-            await conn.execute(f"SAVEPOINT {name}")
-            try:
-                yield Transaction(conn)
-            except BaseException:
-                try:
-                    await conn.execute(f"ROLLBACK TO {name}")
-                    await conn.execute(f"RELEASE {name}")
-                except sqlite3.OperationalError as exc:
-                    # SQLite rolls the whole transaction back by itself on some errors (disk
-                    # full, I/O): the savepoint is gone, and the first error is the one to raise.
-                    if "no such savepoint" not in str(exc):
-                        raise
-                raise
-            await conn.execute(f"RELEASE {name}")
-        finally:
-            self._depth -= 1
+    @abstractmethod
+    async def execute_returning(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run one write statement with a RETURNING clause atomically; the rows it returned."""
 
-    @staticmethod
-    async def _rollback(conn: aiosqlite.Connection) -> None:
-        # aiosqlite runs statements in the order they are queued, so this ROLLBACK comes after any
-        # statement of the unit still pending, and before the next unit's BEGIN.
-        try:
-            await conn.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            if "no transaction is active" not in str(exc):  # SQLite may have rolled back already
-                log.error("rollback failed: %s", exc)
+    @abstractmethod
+    def in_use(self) -> int:
+        """How many connections are lent to units of work right now."""
 
-    async def execute(self, sql: str, params: Params = ()) -> tuple[int | None, int]:
-        """Run one write statement in its own transaction; returns (lastrowid, rowcount)."""
-        async with self.transaction() as tx:
-            cursor = await tx.execute(sql, params)
-            return cursor.lastrowid, cursor.rowcount
-
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Borrow a read connection for several statements in a row (single reads use `fetchall`)."""
-        conn = await self._readers.get()
-        try:
-            yield conn
-        finally:
-            self._readers.put_nowait(conn)
-
-    async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
-        """Every row of a query, read on a reader (on the writer inside the caller's own transaction)."""
-        if self._in_own_transaction():
-            return await Transaction(self.writer).fetchall(sql, params)
-        # One statement is one hop to a reader's thread, atomic there: the readers are shared
-        # round-robin rather than borrowed, so reads queue up on them instead of on a lock
-        # (borrowing capped the process at `read_connections` reads in flight).
-        readers = self._all_readers
-        if not readers:
-            raise RuntimeError("database is not open")
-        self._next_reader = (self._next_reader + 1) % len(readers)
-        return list(await readers[self._next_reader].execute_fetchall(sql, params))
+    @abstractmethod
+    async def stats(self) -> dict[str, Any]:
+        """Figures for operators: size on disk, connections; read-only, cheap."""
 
     async def ping(self) -> None:
         """Raise unless a read round trip works."""

@@ -13,6 +13,7 @@ class User(Model):
     created_column: ClassVar[str | None] = "created_at"
     updated_column: ClassVar[str | None] = "updated_at"
     repr_columns: ClassVar[tuple[str, ...]] = ("id", "name")
+    not_null: ClassVar[tuple[str, ...]] = ("name", "created_at", "updated_at")
 
     id: int | None
     name: str

@@ -18,6 +18,7 @@ from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
 
 from server.config import Config
+from server.redis_clients import async_client, queue_target
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,8 @@ def make_queue_client(config: Config, *, worker: bool) -> Redis:
     else:
         socket_timeout = cfg.socket_timeout
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1)
-    return Redis.from_url(
-        cfg.url,
-        password=cfg.password or None,  # a password in the URL wins
+    return async_client(
+        queue_target(cfg),
         socket_timeout=socket_timeout,
         socket_keepalive=True,
         socket_connect_timeout=cfg.connect_timeout,

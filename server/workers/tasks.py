@@ -7,19 +7,13 @@ import json
 import time
 from typing import Any
 
-import aiosqlite
-
 from server.models.database import Database
+from server.models.migrate import schema_version
 
 # slow_job is a demonstration; an hour is already far past any sane job timeout.
 MAX_SLOW_JOB_SECONDS = 3600
 
 DATABASE_STATS_KEY = "stats:database"
-PAGE_COUNT_SQL = "PRAGMA page_count"
-PAGE_SIZE_SQL = "PRAGMA page_size"
-FREELIST_COUNT_SQL = "PRAGMA freelist_count"
-# PASSIVE never waits for readers or the writer; it only moves what it can from the WAL.
-WAL_CHECKPOINT_SQL = "PRAGMA wal_checkpoint(PASSIVE)"
 COUNT_USERS_SQL = "SELECT COUNT(*) FROM users"
 
 
@@ -34,25 +28,15 @@ async def slow_job(ctx: dict[str, Any], *, seconds: float) -> dict[str, float]:
 
 
 async def _count_users(db: Database) -> int | None:
-    try:
-        return int(await db.fetchval(COUNT_USERS_SQL))
-    except aiosqlite.OperationalError:  # no users table before the first migration
+    if await schema_version(db) < 1:  # no users table before the first migration
         return None
+    return int(await db.fetchval(COUNT_USERS_SQL))
 
 
 async def record_database_stats(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Periodic: checkpoint the WAL and store the database's size figures in Redis."""
+    """Periodic: store the database's figures in Redis (size, connections; SQLite also checkpoints its WAL)."""
     db: Database = ctx["db"]
-    checkpoint = await db.fetchone(WAL_CHECKPOINT_SQL)
-    page_size = int(await db.fetchval(PAGE_SIZE_SQL))
-    stats: dict[str, Any] = {
-        "at": time.time(),
-        "size_bytes": int(await db.fetchval(PAGE_COUNT_SQL)) * page_size,
-        "free_bytes": int(await db.fetchval(FREELIST_COUNT_SQL)) * page_size,
-        "wal_frames": checkpoint[1] if checkpoint is not None else None,
-        "wal_checkpointed": checkpoint[2] if checkpoint is not None else None,
-        "users": await _count_users(db),
-    }
+    stats: dict[str, Any] = {"at": time.time(), **await db.stats(), "users": await _count_users(db)}
     await ctx["redis"].set(DATABASE_STATS_KEY, json.dumps(stats))
     return stats
 

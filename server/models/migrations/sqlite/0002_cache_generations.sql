@@ -1,6 +1,6 @@
 -- The response cache's namespace generations: bumped in the transaction of every write that
 -- invalidates a namespace; cached entries are keyed by it, so none from before a committed
--- write is read again by any process (server/helpers/response_cache.py).
+-- write is read again by any process (server/cache/store.py).
 CREATE TABLE cache_generations (
     namespace TEXT PRIMARY KEY,
     generation INTEGER NOT NULL
