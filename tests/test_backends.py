@@ -12,6 +12,7 @@ from support import make_test_config
 from server.app import create_app
 from server.keys import DB_KEY
 from server.models.user import User
+from server.tokens import create_token
 
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 # Case, accents, wildcard characters and digits: where collations and LIKE differ between engines.
@@ -43,8 +44,9 @@ FILTERS: list[dict[str, Any]] = [
 ]
 
 
-async def exercise(client) -> dict[str, Any]:
-    """The same writes and reads through the API and the models; every answer, by what was asked."""
+async def exercise(client, writer: dict[str, str]) -> dict[str, Any]:
+    """The same writes and reads through the API and the models; every answer, by what was asked.
+    `writer`: the headers of a users:write token."""
     db = client.server.app[DB_KEY]
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for i, name in enumerate(NAMES):
@@ -59,7 +61,7 @@ async def exercise(client) -> dict[str, Any]:
         rows = await User.where(db, **filters).order_by("name", "id").all()
         seen[repr(filters)] = [u.to_dict() for u in rows]
     # Written by the API and by the tables' own defaults: the same shape of timestamp.
-    made = await (await client.post("/api/v1/users", json={"name": "new"})).json()
+    made = await (await client.post("/api/v1/users", json={"name": "new"}, headers=writer)).json()
     await db.execute("INSERT INTO users (name) VALUES ('by default')")
     by_default = await User.where(db, name="by default").first()
     assert by_default is not None
@@ -76,7 +78,8 @@ async def test_both_backends_answer_the_same(tmp_path, redis_url, aiohttp_client
             database=tmp_path / "same.db", redis_url=redis_url, database_url=url, cache={"enabled": False}
         )
         client = await aiohttp_client(create_app(config))
-        answers.append(await exercise(client))
+        _, token = await create_token(config, name="writer", scopes=["users:write"])
+        answers.append(await exercise(client, {"Authorization": f"Bearer {token}"}))
     sqlite, postgresql = answers
     assert sqlite.keys() == postgresql.keys()
     for key in sqlite:

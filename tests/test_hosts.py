@@ -21,6 +21,7 @@ from test_circus import Supervisor, get_json, wait_until
 
 from server.config import PROJECT_ROOT, load_config
 from server.keys import CONFIG_KEY, QUEUES_KEY
+from server.middlewares.bearer import ANONYMOUS_OWNER
 from server.redis_binary import find_redis_server
 from server.services.queues import build_queues
 from server.supervision import CIRCUS_INI, write_circus_ini
@@ -97,6 +98,30 @@ async def test_a_web_host_and_a_worker_host_share_postgresql_and_redis(
         )
         assert migrate.returncode == 0, migrate.stderr
         assert "applied 0001_users" in migrate.stdout
+        # The users writes need a token: made by the deploy, on the shared database.
+        made = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--config",
+                str(web_config),
+                "token",
+                "create",
+                "--name",
+                "deploy",
+                "--scope",
+                "users:write",
+            ],
+            cwd=PROJECT_ROOT,
+            env={**clean_env(), **web_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        writer = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
 
         web = supervise(web_config, web_env)
         worker = supervise(worker_config, worker_env)
@@ -131,7 +156,9 @@ async def test_a_web_host_and_a_worker_host_share_postgresql_and_redis(
             await wait_until(ready, 60, "the web host ready")
 
             # Rows written on the web host are the rows the worker host reads.
-            async with session.post(f"{base}/api/v1/users", json={"name": "made on the web host"}) as resp:
+            async with session.post(
+                f"{base}/api/v1/users", json={"name": "made on the web host"}, headers=writer
+            ) as resp:
                 assert resp.status == 201, await resp.text()
             client = redis.asyncio.Redis.from_url(shared_redis.url, password=REDIS_PASSWORD)
             try:
@@ -163,7 +190,10 @@ async def test_a_web_host_and_a_worker_host_share_postgresql_and_redis(
             queues = build_queues(config, worker=False)
             try:
                 context = {QUEUES_KEY: queues, CONFIG_KEY: config}
-                jobs = [await enqueue(context, "slow_job", seconds=1, timeout=3) for _ in range(4)]
+                # Owned by an anonymous client, as /baz's are: whoever holds a key reads its job.
+                jobs = [
+                    await enqueue(context, "slow_job", owner=ANONYMOUS_OWNER, seconds=1, timeout=3) for _ in range(4)
+                ]
                 urls = [f"{base}/api/v1/jobs/{job.key}" for job in jobs]
 
                 async def some_active() -> bool:

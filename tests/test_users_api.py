@@ -390,7 +390,7 @@ async def test_user_reads_are_cached_and_every_write_invalidates_them(client):
 
 
 async def test_a_database_that_cannot_answer_in_time_is_503_and_loses_nothing(
-    config, aiohttp_client, backend, tmp_path
+    config, aiohttp_client, backend, tmp_path, writer_token
 ):
     import dataclasses
     import sqlite3
@@ -399,7 +399,9 @@ async def test_a_database_that_cannot_answer_in_time_is_503_and_loses_nothing(
 
     # Writers wait at most 0.2 s for their turn (SQLite's lock; PostgreSQL's one pool connection).
     database = dataclasses.replace(config.database, busy_timeout_ms=200, pool_max_size=1)
-    client = await aiohttp_client(create_app(dataclasses.replace(config, database=database)))
+    client = await aiohttp_client(
+        create_app(dataclasses.replace(config, database=database)), headers=bearer(writer_token)
+    )
     kept = await create(client, "kept")
     db = client.server.app[DB_KEY]
     inside, release = asyncio.Event(), asyncio.Event()

@@ -1,3 +1,4 @@
+-- expand: it only adds a table; code from before it runs unchanged on the schema it leaves.
 -- API tokens. Only the SHA-256 of a token is kept (hex); the token itself is shown once, when it
 -- is made. Times are ISO 8601 UTC text written by the application, as in users; a token is
 -- active while revoked_at is NULL and expires_at (NULL: never) is in the future.
