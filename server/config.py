@@ -426,7 +426,7 @@ def _config_schema() -> dict[str, Any]:
     auth["last_used_interval"]["minimum"] = 0
     limits = props["rate_limit"]["properties"]
     limits["default"]["pattern"] = RATE_PATTERN
-    limits["default_burst"]["minimum"] = 1
+    limits["default_burst"].update(minimum=1, maximum=1_000_000_000)
     limits["trusted_proxies"]["items"]["minLength"] = 1
     limits["prefix"]["pattern"] = r"^[A-Za-z0-9_.:-]+$"
     limits["retry_interval"]["minimum"] = 0

@@ -22,6 +22,8 @@ SCOPES: dict[str, str] = {
 }
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Beyond this a limit limits nothing, and Lua's numbers would print in exponent form.
+MAX_BURST = 1_000_000_000
 
 _RATE_RE = re.compile(r"([1-9][0-9]{0,8})/([1-9][0-9]{0,5})?([smhd])")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -69,8 +71,8 @@ def parse_rate(text: str, *, burst: int | None = None, name: str) -> Rate:
     count = int(match.group(1))
     period = int(match.group(2) or 1) * _PERIODS[match.group(3)]
     burst = count if burst is None else burst
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        raise ValueError(f"burst must be a positive whole number, got {burst!r}")
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_BURST:
+        raise ValueError(f"burst must be a whole number from 1 to {MAX_BURST}, got {burst!r}")
     if not _NAME_RE.fullmatch(name):
         raise ValueError(f"a rate's name is 1-64 characters of A-Z a-z 0-9 _ . : -, got {name!r}")
     return Rate(count=count, period=period, burst=burst, name=name)
