@@ -242,13 +242,13 @@ def main() -> int:
                 limits: write_config(tmp / f"config-{limits}.yaml", tmp / "bench.db", redis.url, limits=limits)
                 for limits in (True, False)
             }
-            token = make_token(configs[True])
+            bearer = make_token(configs[True])
             for n in range(args.rounds):
                 for limits in (True, False):
                     with server(configs[limits]) as (base, pid):
                         url = base + PATH
-                        wrk(url, 1, args.connections, token)  # warm-up: the token is cached from here on
-                        order = [("anonymous", None), ("token", token)]
+                        wrk(url, 1, args.connections, bearer)  # warm-up: the token is cached from here on
+                        order = [("anonymous", None), ("token", bearer)]
                         for who, sent in order if n % 2 == 0 else reversed(order):
                             before = cpu_seconds(pid)
                             rps, total = wrk(url, args.seconds, args.connections, sent)
