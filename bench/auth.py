@@ -153,7 +153,7 @@ async def micro(requests: int = 100_000, runs: int = 7) -> None:
     from server.routing.chain import Route
     from server.routing.meta import RouteMeta
 
-    token = generate_token()
+    bearer = generate_token()
     row = (1, "bench", "", "2026-01-01T00:00:00.000Z", None, None, None)
     app = web.Application()
     app[GRANTS_KEY] = TokenGrants(_StubDatabase(row), AuthConfig())  # type: ignore[arg-type]
@@ -165,7 +165,7 @@ async def micro(requests: int = 100_000, runs: int = 7) -> None:
     chain = bearer_layer(AuthConfig())(Route("GET", PATH, RouteMeta()), get_foo)
     best: dict[str, float] = {}
     for _ in range(runs):
-        for who, headers in (("anonymous", {}), ("token", {"Authorization": f"Bearer {token}"})):
+        for who, headers in (("anonymous", {}), ("token", {"Authorization": f"Bearer {bearer}"})):
             match_info = await app.router.resolve(make_mocked_request("GET", PATH, headers=headers))
             match_info.add_app(app)
             match_info.freeze()
@@ -242,13 +242,13 @@ def main() -> int:
                 limits: write_config(tmp / f"config-{limits}.yaml", tmp / "bench.db", redis.url, limits=limits)
                 for limits in (True, False)
             }
-            token = make_token(configs[True])
+            bearer = make_token(configs[True])
             for n in range(args.rounds):
                 for limits in (True, False):
                     with server(configs[limits]) as (base, pid):
                         url = base + PATH
-                        wrk(url, 1, args.connections, token)  # warm-up: the token is cached from here on
-                        order = [("anonymous", None), ("token", token)]
+                        wrk(url, 1, args.connections, bearer)  # warm-up: the token is cached from here on
+                        order = [("anonymous", None), ("token", bearer)]
                         for who, sent in order if n % 2 == 0 else reversed(order):
                             before = cpu_seconds(pid)
                             rps, total = wrk(url, args.seconds, args.connections, sent)

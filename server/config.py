@@ -563,11 +563,11 @@ def _read_secret(path: str, key: str) -> str:
 def _read_password_files(config: Config) -> Config:
     """Fill an empty password from its file, so no secret has to sit in the environment."""
     if not config.redis.password and config.redis.password_file:
-        password = _read_secret(config.redis.password_file, "redis.password_file")
-        config = dataclasses.replace(config, redis=dataclasses.replace(config.redis, password=password))
+        value = _read_secret(config.redis.password_file, "redis.password_file")
+        config = dataclasses.replace(config, redis=dataclasses.replace(config.redis, password=value))
     if not config.internal.password and config.internal.password_file:
-        password = _read_secret(config.internal.password_file, "internal.password_file")
-        config = dataclasses.replace(config, internal=dataclasses.replace(config.internal, password=password))
+        value = _read_secret(config.internal.password_file, "internal.password_file")
+        config = dataclasses.replace(config, internal=dataclasses.replace(config.internal, password=value))
     return config
 
 

@@ -51,7 +51,7 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
         headers = request.headers
         rid = incoming_or_new(headers.get(REQUEST_ID_HEADER))
         request[REQUEST_ID_KEY] = rid
-        token = current_request_id.set(rid)
+        rid_reset = current_request_id.set(rid)
         traceparent = headers.get(TRACEPARENT_HEADER)
         trace_token = current_traceparent.set(valid_traceparent(traceparent)) if traceparent is not None else None
         try:
@@ -82,7 +82,7 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
         except Exception as exc:  # CancelledError is a BaseException: a cancelled handler is not caught
             response = unhandled_problem(request, exc)
         finally:
-            current_request_id.reset(token)
+            current_request_id.reset(rid_reset)
             if trace_token is not None:
                 current_traceparent.reset(trace_token)
         if not response.prepared:
