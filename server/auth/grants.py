@@ -55,9 +55,9 @@ class Grant:
     expires_at: float | None
 
     @classmethod
-    def of(cls, token: ApiToken) -> Grant:
-        expires = None if token.expires_at is None else datetime.fromisoformat(token.expires_at).timestamp()
-        return cls(token.id, token.name, frozenset(token.scopes), expires)
+    def of(cls, row: ApiToken) -> Grant:
+        expires = None if row.expires_at is None else datetime.fromisoformat(row.expires_at).timestamp()
+        return cls(row.id, row.name, frozenset(row.scopes), expires)
 
 
 # A cached answer: the grant (None: no usable token has this hash) and until when to trust it.

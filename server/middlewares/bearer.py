@@ -111,21 +111,21 @@ def _invalid() -> Unauthorized:
 
 def _from_cache(grants: TokenGrants, header: str) -> object:
     """The identity when it is settled without I/O (a cached or malformed token), else _UNSET."""
-    token = bearer_token(header)
-    if token is None:
+    presented = bearer_token(header)
+    if presented is None:
         return _malformed()
     try:
-        grant = grants.cached(token)
+        grant = grants.cached(presented)
     except InvalidToken:
         return _invalid()
     return _UNSET if grant is None else grant
 
 
 async def _resolve(grants: TokenGrants, header: str) -> Grant | Unauthorized:
-    token = bearer_token(header)
-    assert token is not None  # _from_cache answered the malformed ones
+    presented = bearer_token(header)
+    assert presented is not None  # _from_cache answered the malformed ones
     try:
-        return await grants.resolve(token)
+        return await grants.resolve(presented)
     except MalformedToken:
         return _malformed()
     except InvalidToken:

@@ -53,7 +53,7 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
         request[REQUEST_ID_KEY] = rid
         rid_reset = current_request_id.set(rid)
         traceparent = headers.get(TRACEPARENT_HEADER)
-        trace_token = current_traceparent.set(valid_traceparent(traceparent)) if traceparent is not None else None
+        trace_reset = current_traceparent.set(valid_traceparent(traceparent)) if traceparent is not None else None
         try:
             if check_host is not None:
                 check_host(request)
@@ -83,8 +83,8 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
             response = unhandled_problem(request, exc)
         finally:
             current_request_id.reset(rid_reset)
-            if trace_token is not None:
-                current_traceparent.reset(trace_token)
+            if trace_reset is not None:
+                current_traceparent.reset(trace_reset)
         if not response.prepared:
             answer_headers = response.headers
             answer_headers[REQUEST_ID_HEADER] = rid
