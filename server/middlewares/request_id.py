@@ -63,10 +63,10 @@ class RequestAccessLogger(AccessLogger):
         if rid is None:  # refused before any middleware ran (a malformed request)
             super().log(request, response, time)
             return
-        id_token = current_request_id.set(rid)
-        trace_token = current_traceparent.set(valid_traceparent(request.headers.get(TRACEPARENT_HEADER)))
+        id_reset = current_request_id.set(rid)
+        trace_reset = current_traceparent.set(valid_traceparent(request.headers.get(TRACEPARENT_HEADER)))
         try:
             super().log(request, response, time)
         finally:
-            current_traceparent.reset(trace_token)
-            current_request_id.reset(id_token)
+            current_traceparent.reset(trace_reset)
+            current_request_id.reset(id_reset)
