@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from server.auth.grants import RevocationListener, TokenGrants
     from server.auth.limiter import RateLimiter
-    from server.cache.store import ResponseCache
+    from server.cache.store import Generations, ResponseCache
     from server.models.database import Database
     from server.models.faults import StorageFaults
     from server.services.honeybadger.sender import HoneybadgerReporter
@@ -39,6 +39,8 @@ HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 REPORTER_KEY: web.AppKey[HoneybadgerReporter] = web.AppKey("error_reporter")
 # The response cache (server/cache/store.py), on a Redis client of its own.
 CACHE_KEY: web.AppKey[ResponseCache] = web.AppKey("response_cache")
+# The cache namespaces' generations, read from the database (server/cache/store.py).
+GENERATIONS_KEY: web.AppKey[Generations] = web.AppKey("cache_generations")
 SLOW_JOB_ENQUEUER_KEY: web.AppKey[SlowJobEnqueuer] = web.AppKey("slow_job_enqueuer")
 # The web app's queues by priority name; enqueue through server.workers.enqueue.enqueue().
 QUEUES_KEY: web.AppKey[JobQueues] = web.AppKey("queues")

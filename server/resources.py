@@ -14,12 +14,13 @@ from redis.asyncio import Redis
 
 from server.auth.grants import RevocationListener, TokenGrants
 from server.auth.limiter import RateLimiter
-from server.cache.store import ResponseCache
+from server.cache.store import Generations, ResponseCache
 from server.config import Config
 from server.keys import (
     CACHE_KEY,
     CONFIG_KEY,
     DB_KEY,
+    GENERATIONS_KEY,
     GRANTS_KEY,
     HTTP_KEY,
     QUEUES_KEY,
@@ -123,10 +124,13 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     """The response cache on a Redis client of its own (lazy: nothing connects here)."""
     config = app[CONFIG_KEY]
     client = make_cache_redis(config)
-    app[CACHE_KEY] = ResponseCache(client, config.cache, timeout=config.redis.socket_timeout)
+    app[CACHE_KEY] = cache = ResponseCache(client, config.cache, timeout=config.redis.socket_timeout)
+    app[GENERATIONS_KEY] = generations = Generations(app[DB_KEY])
     try:
         yield
     finally:
+        await generations.close()
+        await cache.close()
         await client.aclose()
 
 

@@ -13,7 +13,7 @@ from support import make_test_config, problem
 
 from server.app import create_app
 from server.cache.store import Entry
-from server.keys import QUEUES_KEY
+from server.keys import GENERATIONS_KEY, QUEUES_KEY
 from server.tokens import create_token
 
 
@@ -165,6 +165,33 @@ async def test_an_invalidation_that_times_out_leaves_no_stale_read_anywhere(
         resp, body = await answer(client, path)
         assert body["name"] == "after", resp.headers["X-Cache"]
     assert resp.headers["X-Cache"] == "HIT"
+
+
+async def test_reads_sharing_round_trips_never_read_a_write_stale(redis_url, fake_cat_facts, tmp_path, aiohttp_client):
+    # Concurrent requests of one process share their generation reads and entry lookups; a
+    # request must still never get an answer from before a write that answered before it began.
+    writer, reader = await two_processes(tmp_path, redis_url, fake_cat_facts, aiohttp_client)
+    created = await (await writer.post("/api/v1/users", json={"name": "before"})).json()
+    path = f"/api/v1/users/{created['id']}"
+    await answer(reader, path)
+    stop = asyncio.Event()
+
+    async def keep_reading() -> None:  # keeps round trips under way while the writes land
+        while not stop.is_set():
+            await answer(reader, path)
+
+    background = [asyncio.create_task(keep_reading()) for _ in range(8)]
+    try:
+        for round_ in range(10):
+            name = f"name-{round_}"
+            assert (await writer.patch(path, json={"name": name})).status == 200
+            answers = await asyncio.gather(*(answer(reader, path) for _ in range(16)))
+            assert {body["name"] for _, body in answers} == {name}
+    finally:
+        stop.set()
+        await asyncio.gather(*background)
+    reads, asked = reader.app[GENERATIONS_KEY].reads
+    assert reads < asked  # they did share
 
 
 # --- a hit replays only what the route declared --------------------------------------------------

@@ -10,10 +10,10 @@ open: docs/decisions.md, "Rate limits: GCRA in one Lua script".
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from server.auth.policy import Rate
+from server.batching import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -64,37 +65,40 @@ class RateLimiter:
     `retry_interval` seconds after each failure so that requests do not wait on it.
 
     The requests of one process that arrive while a round trip is under way go together in the
-    next one, as one pipeline of EVALSHAs: each is still one script run, atomic in Redis, but the
-    client pays a quarter of the CPU per request (measured: docs/decisions.md, "Rate limits").
+    next one (server/batching.py), as one pipeline of EVALSHAs: each is still one script run,
+    atomic in Redis, but the client pays a quarter of the CPU per request (measured:
+    docs/decisions.md, "Rate limits").
     """
 
     def __init__(self, redis: Redis, *, prefix: str, timeout: float, retry_interval: float) -> None:
         self._redis = redis
         self._sha = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
         self._prefix = prefix
-        self._timeout = timeout
         self._retry_interval = retry_interval
         self._retry_at = 0.0
-        self._waiting: list[tuple[str, float, int, asyncio.Future[bytes]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._batch: Batcher[tuple[str, float, int], bytes] = Batcher(self._run, timeout=timeout)
         self.down_since: float | None = None
         # Requests let through without a decision (Redis down), since the process started.
         self.failed_open = 0
-        # Round trips made, and requests decided by them (requests / round trips: the batching).
-        self.round_trips = 0
-        self.decided = 0
+
+    @property
+    def round_trips(self) -> int:
+        """Round trips made to Redis (`decided / round_trips`: the batching)."""
+        return self._batch.round_trips
+
+    @property
+    def decided(self) -> int:
+        """Requests sent to Redis for a decision."""
+        return self._batch.asked
 
     async def hit(self, key: str, rate: Rate) -> Decision | None:
         """Count one request of `key` against `rate`; None when Redis cannot tell."""
         if self.down_since is not None and time.monotonic() < self._retry_at:
             self.failed_open += 1
             return None
-        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting.append((f"{self._prefix}:{rate.name}:{key}", rate.interval, rate.burst, answer))
-        if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._send())
         try:
-            allowed, remaining, retry_after, reset_after = (await answer).split()
+            answer = await self._batch.ask((f"{self._prefix}:{rate.name}:{key}", rate.interval, rate.burst))
+            allowed, remaining, retry_after, reset_after = answer.split()
         except REDIS_ERRORS as exc:
             self._failed(exc)
             return None
@@ -103,48 +107,21 @@ class RateLimiter:
             self.down_since = None
         return Decision(allowed == b"1", int(float(remaining)), float(retry_after), float(reset_after))
 
-    async def _send(self) -> None:
-        """Send what is waiting, one pipeline per round trip, until nothing is left."""
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                self.round_trips += 1
-                self.decided += len(batch)
-                try:
-                    async with asyncio.timeout(self._timeout):
-                        results = await self._run(batch)
-                except BaseException as exc:  # Redis errors and timeouts; cancellation too
-                    error = exc if isinstance(exc, REDIS_ERRORS) else TimeoutError("rate limiter stopped")
-                    for *_, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(error)
-                    if not isinstance(exc, REDIS_ERRORS):
-                        raise
-                    continue
-                for (*_, answer), result in zip(batch, results, strict=True):
-                    if not answer.done():
-                        answer.set_result(result)
-        finally:
-            self._sender = None
-
     async def close(self) -> None:
         """Wait for the round trip under way (call before the Redis client closes)."""
-        if self._sender is not None:
-            await asyncio.gather(self._sender, return_exceptions=True)
+        await self._batch.close()
 
-    async def _run(
-        self, batch: list[tuple[str, float, int, asyncio.Future[bytes]]], *, load: bool = True
-    ) -> list[bytes]:
+    async def _run(self, batch: Sequence[tuple[str, float, int]], *, load: bool = True) -> list[bytes]:
         results: list[Any]
         if len(batch) == 1:  # alone: a pipeline would only add its own cost
-            key, interval, burst, _ = batch[0]
+            key, interval, burst = batch[0]
             try:
                 results = [await self._redis.evalsha(self._sha, 1, key, interval, burst)]  # type: ignore[misc]
             except NoScriptError as exc:
                 results = [exc]
         else:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for key, interval, burst, _ in batch:
+                for key, interval, burst in batch:
                     pipe.evalsha(self._sha, 1, key, interval, burst)
                 results = await pipe.execute(raise_on_error=False)
         if load and any(isinstance(r, NoScriptError) for r in results):  # a new Redis: load the script

@@ -14,6 +14,11 @@ Redis, finds an entry computed before it: read-your-writes holds across processe
 Redis cannot be told (an invalidation that times out). Deleting the old generation's entries
 is only housekeeping; they would expire with their TTL anyway. See docs/decisions.md,
 "Read-your-writes across processes".
+
+Both reads of a hit, the generation and the entry, are shared by the requests of a process that
+wait at the same time (server/batching.py): one database read and one Redis MGET per round trip,
+each started after every request it answers arrived, so sharing never serves an older answer.
+(An MGET may name several namespaces: one Redis or a Sentinel-watched master, as the client is.)
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from server.batching import Batcher
 from server.config import CacheConfig
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,7 @@ return #entries
 """
 
 READ_GENERATION_SQL = "SELECT generation FROM cache_generations WHERE namespace = ?"
+READ_GENERATIONS_SQL = "SELECT namespace, generation FROM cache_generations WHERE namespace IN ({})"
 BUMP_GENERATION_SQL = (
     "INSERT INTO cache_generations (namespace, generation) VALUES (?, 1) "
     "ON CONFLICT (namespace) DO UPDATE SET generation = cache_generations.generation + 1"
@@ -75,12 +83,43 @@ class GenerationStore(Protocol):
     """What the generations need of the database (server.models.database.Database has it)."""
 
     async def fetchval(self, sql: str, params: Any = ...) -> Any: ...
+    async def fetchall(self, sql: str, params: Any = ...) -> Any: ...
     async def execute(self, sql: str, params: Any = ...) -> Any: ...
 
 
 async def read_generation(db: GenerationStore, namespace: str) -> int:
     """The namespace's generation (0 before its first invalidation)."""
     return int(await db.fetchval(READ_GENERATION_SQL, (namespace,)) or 0)
+
+
+class Generations:
+    """The namespaces' generations, read for many requests at once (see the module docstring)."""
+
+    def __init__(self, db: GenerationStore) -> None:
+        self._db = db
+        self._batch: Batcher[str, int] = Batcher(self._read)
+
+    async def get(self, namespace: str) -> int:
+        """`namespace`'s generation, read after this call began; raises what the database raises."""
+        return await self._batch.ask(namespace)
+
+    @property
+    def reads(self) -> tuple[int, int]:
+        """(database reads made, generations asked for) since the process started."""
+        return self._batch.round_trips, self._batch.asked
+
+    async def _read(self, namespaces: Sequence[str]) -> list[int]:
+        wanted = list(dict.fromkeys(namespaces))
+        if len(wanted) == 1:  # the common case: one namespace, the primary-key read
+            return [await read_generation(self._db, wanted[0])] * len(namespaces)
+        placeholders = ", ".join("?" * len(wanted))
+        rows = await self._db.fetchall(READ_GENERATIONS_SQL.format(placeholders), tuple(wanted))
+        found = {row[0]: int(row[1]) for row in rows}
+        return [found.get(namespace, 0) for namespace in namespaces]
+
+    async def close(self) -> None:
+        """Wait for the read under way (call before the database closes)."""
+        await self._batch.close()
 
 
 async def bump_generation(db: GenerationStore, namespace: str) -> None:
@@ -182,6 +221,8 @@ class ResponseCache:
         # socket_timeout would wrap each command's write in asyncio.wait_for, a new task per
         # command, on the hot path of every cache hit.
         self.timeout = timeout
+        # Lookups of concurrent requests: one MGET (server/batching.py), one timer per round trip.
+        self._lookups: Batcher[str, bytes | None] = Batcher(self._mget, timeout=timeout)
         self.config = config
         self.prefix = config.prefix
         self.outage = Outage(config.retry_interval)
@@ -194,8 +235,19 @@ class ResponseCache:
         return f"{self.prefix}:{{{namespace}}}:e:{request_key}"
 
     async def get(self, entry_key: str) -> bytes | None:
-        async with asyncio.timeout(self.timeout):
-            return await self.redis.get(entry_key)  # type: ignore[no-any-return]
+        """The stored entry, looked up after this call began; raises one of REDIS_ERRORS."""
+        return await self._lookups.ask(entry_key)
+
+    async def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        wanted = list(dict.fromkeys(keys))
+        if len(wanted) == 1:
+            return [await self.redis.get(wanted[0])] * len(keys)
+        found = dict(zip(wanted, await self.redis.mget(wanted), strict=True))
+        return [found[key] for key in keys]
+
+    async def close(self) -> None:
+        """Wait for the lookup under way (call before the Redis client closes)."""
+        await self._lookups.close()
 
     async def lock(self, namespace: str, request_key: str) -> str | None:
         """A token when this request now holds the key's lock, else None."""

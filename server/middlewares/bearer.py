@@ -11,7 +11,7 @@ request may pass, and which scopes a token needs, come from the route's RouteMet
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar, cast
+from typing import cast
 
 from aiohttp import hdrs, web
 
@@ -21,7 +21,7 @@ from server.config import AuthConfig
 from server.errors import Forbidden, Unauthorized
 from server.keys import GRANTS_KEY, IDENTITY_KEY
 from server.models.api_token import has_token_shape
-from server.routing.chain import Handler, Layer, Route
+from server.routing.chain import AppResource, Handler, Layer, Route
 
 REALM = "api"
 # Owner recorded on a job enqueued without a token: whoever holds its key may read it.
@@ -54,25 +54,7 @@ def bearer_token(header: str) -> str | None:
     return token
 
 
-T = TypeVar("T")
-
 _UNSET = object()
-
-
-class AppResource(Generic[T]):
-    """An app resource a middleware reads on every request, looked up once: `request.config_dict`
-    builds a new ChainMapProxy on each access, which costs more than the token check itself."""
-
-    __slots__ = ("_key", "_value")
-
-    def __init__(self, key: web.AppKey[T]) -> None:
-        self._key = key
-        self._value: T | None = None
-
-    def __call__(self, request: web.Request) -> T:
-        if self._value is None:
-            self._value = request.config_dict[self._key]
-        return self._value
 
 
 async def identify(request: web.Request, grants: Callable[[web.Request], TokenGrants] | None = None) -> Grant | None:

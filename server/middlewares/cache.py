@@ -33,13 +33,13 @@ from aiohttp import hdrs, web
 from redis.asyncio import Redis
 
 from server.cache.policy import CachePolicy
-from server.cache.store import REDIS_ERRORS, Entry, ResponseCache, bump_generation, invalidate, read_generation
+from server.cache.store import REDIS_ERRORS, Entry, Generations, ResponseCache, bump_generation, invalidate
 from server.config import CacheConfig
 from server.errors import InvalidInput
-from server.keys import CACHE_KEY, DB_KEY
+from server.keys import CACHE_KEY, DB_KEY, GENERATIONS_KEY
 from server.metrics import process_metrics
 from server.middlewares.bearer import client_grant
-from server.routing.chain import Handler, Route
+from server.routing.chain import AppResource, Handler, Route
 from server.routing.meta import RouteMeta
 from server.routing.versions import api_version_of
 
@@ -280,17 +280,21 @@ class _Miss:
 
 
 async def serve_cached(
-    request: web.Request, handler: Handler, route: RouteMeta, policy: CachePolicy
+    request: web.Request,
+    handler: Handler,
+    route: RouteMeta,
+    policy: CachePolicy,
+    store: ResponseCache,
+    generations: Generations,
 ) -> web.StreamResponse:
     """Answer a cacheable request from the cache, or from the handler and fill the cache.
 
     Raises InvalidInput (400) for an undeclared query parameter, what reading the namespace's
     generation from the database raises (a storage fault is a 503)."""
     check_parameters(request, route, policy)
-    store = request.config_dict[CACHE_KEY]
     if not store.config.enabled or not store.outage.usable():
         return await _bypass(request, handler, policy)
-    generation = await read_generation(request.config_dict[DB_KEY], policy.namespace)
+    generation = await generations.get(policy.namespace)
     key = f"g{generation}:{request_key(request, policy)}"
     try:
         refresh = wants_refresh(request) and await store.refresh_allowed(client_identity(request))
@@ -316,11 +320,12 @@ def cache_layer(route: Route, handler: Handler) -> Handler | None:
     declared, policy = route.meta, route.meta.cache
     if policy is None or route.method not in _CACHEABLE_ROUTES:
         return None
+    store, generations = AppResource(CACHE_KEY), AppResource(GENERATIONS_KEY)
 
     async def served_cached(request: web.Request) -> web.StreamResponse:
         if request.method not in CACHEABLE_METHODS:  # a "*" route's other methods
             return await handler(request)
-        return await serve_cached(request, handler, declared, policy)
+        return await serve_cached(request, handler, declared, policy, store(request), generations(request))
 
     return served_cached
 

@@ -23,9 +23,9 @@ from server.auth.policy import default_rate
 from server.config import RateLimitConfig
 from server.errors import TooManyRequests, Unauthorized
 from server.keys import GRANTS_KEY, RATE_LIMITER_KEY
-from server.middlewares.bearer import AppResource, identify
+from server.middlewares.bearer import identify
 from server.middlewares.errors import with_headers
-from server.routing.chain import Handler, Layer, Route
+from server.routing.chain import AppResource, Handler, Layer, Route
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

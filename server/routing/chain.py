@@ -25,13 +25,34 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import hdrs, web
 
 from server.routing.meta import REGISTERED, STAMP, RouteMeta, meta_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+T = TypeVar("T")
+
+
+class AppResource(Generic[T]):
+    """An app resource a layer reads on every request, looked up on the first and kept:
+    `request.config_dict` builds a new ChainMapProxy on each access, which costs more than
+    most checks a layer makes. A chain belongs to one app (create_app composes it), so does
+    what it keeps."""
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self, key: web.AppKey[T]) -> None:
+        self._key = key
+        self._value: T | None = None
+
+    def __call__(self, request: web.Request) -> T:
+        if self._value is None:
+            self._value = request.config_dict[self._key]
+        return self._value
 
 
 @dataclass(frozen=True, slots=True)
