@@ -26,7 +26,6 @@ from server.middlewares.bearer import bearer_layer
 from server.middlewares.cache import cache_layer
 from server.middlewares.cors import cors
 from server.middlewares.errors import every_request
-from server.middlewares.metrics import http_metrics
 from server.middlewares.rate_limit import rate_limit_layer
 from server.middlewares.security import host_check
 from server.middlewares.validation import validation_layer
@@ -87,13 +86,11 @@ def api_layers(config: Config) -> list[Layer]:
 def create_app(config: Config) -> web.Application:
     """Build the application for `config`. Synchronous and free of I/O: resources open on start-up."""
     # The one middleware every request passes (request id, trace context, Host check, problem
-    # details); what only some routes need is composed per route from its stamps (api_layers).
-    middlewares = [every_request(host_check(config))]
+    # details, metrics); what only some routes need is composed per route from its stamps (api_layers).
+    middlewares = [every_request(host_check(config), count=config.metrics.enabled)]
     cross_origin = cors(config.cors)  # None unless cors.allow_origins names some
     if cross_origin is not None:
         middlewares.append(cross_origin)  # inside: the Host check and request ids apply to preflights too
-    if config.metrics.enabled:
-        middlewares.insert(0, http_metrics)  # outermost: it times everything else
     app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_bytes)
     app[CONFIG_KEY] = config
     app[STORAGE_FAULTS_KEY] = StorageFaults()

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.app import create_app
 from server.config import PROJECT_ROOT, HoneybadgerConfig
 from server.keys import DB_KEY
-from server.metrics import PUBLISH_INTERVAL, count_rate_limited, process_metrics
+from server.metrics import PUBLISH_INTERVAL, count_rate_limited, process_metrics, render
 from server.services.honeybadger.sender import HoneybadgerReporter, reporter_observer
 from testing.redis import free_port
 
@@ -81,12 +81,29 @@ async def test_a_scraper_token_opens_the_metrics_and_nothing_else(tmp_path, redi
     assert (await client.get("/internal/jobs/failed", headers=bearer)).status == 404
 
 
-async def test_metrics_off_means_no_page_and_no_middleware(tmp_path, redis_url, aiohttp_client):
+async def test_metrics_off_means_no_page_and_nothing_counted(tmp_path, redis_url, aiohttp_client):
     config = jobs_test_config(tmp_path, redis_url, metrics={"enabled": False})
     app = create_app(config)
     client = await aiohttp_client(app)
     assert (await client.get("/internal/metrics", headers=auth_header())).status == 404
-    assert all(m.__name__ != "http_metrics" for m in app.middlewares)
+    # This test process's metrics exist (other tests' apps count into them): an app with
+    # metrics off adds nothing to them.
+    metrics = process_metrics()
+    assert metrics is not None
+
+    def healthz_count() -> float:
+        metrics.publish()
+        labels = {"route": "/healthz", "method": "GET", "status": "200"}
+        return value(parse(render(metrics).decode()), "http_request_duration_seconds_count", **labels)
+
+    before = healthz_count()
+    for _ in range(3):
+        assert (await client.get("/healthz")).status == 200
+    assert healthz_count() == before
+    counted = await aiohttp_client(create_app(jobs_test_config(tmp_path, redis_url)))
+    assert (await counted.get("/healthz")).status == 200
+    assert healthz_count() == before + 1  # (what the check above would have seen)
+    assert len(app.middlewares) == 1  # the one middleware, and no other
 
 
 # --- what is counted, in this process ---------------------------------------------------------

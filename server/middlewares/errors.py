@@ -1,15 +1,18 @@
 """The one middleware every request passes: its X-Request-ID, the Host check, every error as problem details,
-the security headers on every answer.
+the security headers on every answer, the request's metrics.
 
-Request ids (and the W3C traceparent), the allowed Host names and error handling are one layer
-(one coroutine frame per request): the id is set before anything else runs, on the log context too, and every answer
+Request ids (and the W3C traceparent), the allowed Host names, error handling and the request
+metrics are one layer (one coroutine frame per request; each middleware more costs a frame and
+aiohttp's wrapper around it): the id is set before anything else runs, on the log context too, and every answer
 carries it, problems included (RFC 9457). Errors, ours or aiohttp's (404, 405 with Allow, 413), become problem details;
-tracebacks only reach the log and the error reporter.
+tracebacks only reach the log and the error reporter. The metrics time everything the app does
+for the request and count it by route template (404s as "<unmatched>"), method and status.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, MutableMapping
 
 from aiohttp import web
@@ -18,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from server.errors import DomainError
 from server.keys import REPORTER_KEY, REQUEST_ID_KEY, STORAGE_FAULTS_KEY
 from server.log_context import current_request_id, current_traceparent, valid_traceparent
+from server.metrics import ProcessMetrics, process_metrics, route_label
 from server.middlewares.problems import problem
 from server.middlewares.reporting import report_request_error
 from server.middlewares.request_id import REQUEST_ID_HEADER, TRACEPARENT_HEADER, incoming_or_new
@@ -25,6 +29,11 @@ from server.middlewares.security import HostCheck, add_security_headers
 from server.models.faults import retry_after, storage_fault
 
 log = logging.getLogger(__name__)
+
+# Metric labels stay a closed set: any other method (aiohttp accepts any token) is counted as OTHER.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# nginx's code for a client that went away before the answer.
+CLIENT_CLOSED = 499
 
 # Headers of an aiohttp HTTPException worth keeping on the problem answer (the rate limits' and
 # CORS's are put on it by their layers: see `with_headers`).
@@ -42,18 +51,25 @@ _KEPT_HEADERS = (
 )
 
 
-def every_request(check_host: HostCheck | None = None) -> Middleware:
+def every_request(check_host: HostCheck | None = None, *, count: bool = False) -> Middleware:
     """The one middleware every request passes: its id, the Host check (`security.host_check`),
-    problem details for every error."""
+    problem details for every error, and with `count` (metrics.enabled) the request's metrics:
+    its latency by route, method and status, and the requests in flight (server/metrics.py)."""
 
     @web.middleware
     async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        metrics = process_metrics() if count else None
+        if metrics is not None:
+            started = time.perf_counter()
+            metrics.in_flight += 1
         headers = request.headers
         rid = incoming_or_new(headers.get(REQUEST_ID_HEADER))
         request[REQUEST_ID_KEY] = rid
         rid_reset = current_request_id.set(rid)
         traceparent = headers.get(TRACEPARENT_HEADER)
         trace_reset = current_traceparent.set(valid_traceparent(traceparent)) if traceparent is not None else None
+        response: web.StreamResponse | None = None
+        status = CLIENT_CLOSED  # counted when no answer is made: the client went away (cancelled, reset)
         try:
             if check_host is not None:
                 check_host(request)
@@ -63,6 +79,7 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
                 # Redirects and other non-error HTTP exceptions travel as exceptions; tag them too.
                 exc.headers[REQUEST_ID_HEADER] = rid
                 add_security_headers(request.path, exc.headers)
+                status = exc.status
                 raise
             response = http_exception_problem(request, exc)
         except DomainError as exc:
@@ -85,6 +102,10 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
             current_request_id.reset(rid_reset)
             if trace_reset is not None:
                 current_traceparent.reset(trace_reset)
+            if metrics is not None:
+                metrics.in_flight -= 1
+                answered = response.status if response is not None else status
+                _observe(metrics, request, answered, time.perf_counter() - started)
         if not response.prepared:
             answer_headers = response.headers
             answer_headers[REQUEST_ID_HEADER] = rid
@@ -92,6 +113,16 @@ def every_request(check_host: HostCheck | None = None) -> Middleware:
         return response
 
     return request_id_and_errors
+
+
+def _observe(metrics: ProcessMetrics, request: web.Request, status: int, seconds: float) -> None:
+    method = request.method
+    metrics.observe_request(
+        route_label(request.match_info.route.resource),
+        method if method in KNOWN_METHODS else "OTHER",
+        status,
+        seconds,
+    )
 
 
 async def with_headers(
