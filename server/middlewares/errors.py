@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, MutableMapping
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
 from aiohttp.typedefs import Handler, Middleware
 
 from server.errors import DomainError
 from server.keys import REPORTER_KEY, REQUEST_ID_KEY, STORAGE_FAULTS_KEY
 from server.log_context import current_request_id, current_traceparent, valid_traceparent
-from server.metrics import ProcessMetrics, process_metrics, route_label
+from server.metrics import process_metrics, route_label
 from server.middlewares.problems import problem
 from server.middlewares.reporting import report_request_error
 from server.middlewares.request_id import REQUEST_ID_HEADER, TRACEPARENT_HEADER, incoming_or_new
@@ -56,6 +57,8 @@ def every_request(check_host: HostCheck | None = None, *, count: bool = False) -
     problem details for every error, and with `count` (metrics.enabled) the request's metrics:
     its latency by route, method and status, and the requests in flight (server/metrics.py)."""
 
+    labels: dict[AbstractRoute, str] = {}  # the metrics' route label of each route, worked out once
+
     @web.middleware
     async def request_id_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics = process_metrics() if count else None
@@ -65,9 +68,12 @@ def every_request(check_host: HostCheck | None = None, *, count: bool = False) -
         headers = request.headers
         rid = incoming_or_new(headers.get(REQUEST_ID_HEADER))
         request[REQUEST_ID_KEY] = rid
-        rid_reset = current_request_id.set(rid)
+        # Set, never reset: aiohttp runs each request in a task of its own, whose copy of the
+        # context ends with it (aiohttp#3406); nothing after the request sees these values.
+        current_request_id.set(rid)
         traceparent = headers.get(TRACEPARENT_HEADER)
-        trace_reset = current_traceparent.set(valid_traceparent(traceparent)) if traceparent is not None else None
+        if traceparent is not None:
+            current_traceparent.set(valid_traceparent(traceparent))
         response: web.StreamResponse | None = None
         status = CLIENT_CLOSED  # counted when no answer is made: the client went away (cancelled, reset)
         try:
@@ -99,13 +105,21 @@ def every_request(check_host: HostCheck | None = None, *, count: bool = False) -
         except Exception as exc:  # CancelledError is a BaseException: a cancelled handler is not caught
             response = unhandled_problem(request, exc)
         finally:
-            current_request_id.reset(rid_reset)
-            if trace_reset is not None:
-                current_traceparent.reset(trace_reset)
             if metrics is not None:
                 metrics.in_flight -= 1
-                answered = response.status if response is not None else status
-                _observe(metrics, request, answered, time.perf_counter() - started)
+                route = request.match_info.route
+                label = labels.get(route)
+                if label is None:
+                    label = route_label(route.resource)
+                    if route.resource is not None:  # not a 404's route, made anew for each one
+                        labels[route] = label
+                method = request.method
+                metrics.observe_request(
+                    label,
+                    method if method in KNOWN_METHODS else "OTHER",
+                    response.status if response is not None else status,
+                    time.perf_counter() - started,
+                )
         if not response.prepared:
             answer_headers = response.headers
             answer_headers[REQUEST_ID_HEADER] = rid
@@ -113,16 +127,6 @@ def every_request(check_host: HostCheck | None = None, *, count: bool = False) -
         return response
 
     return request_id_and_errors
-
-
-def _observe(metrics: ProcessMetrics, request: web.Request, status: int, seconds: float) -> None:
-    method = request.method
-    metrics.observe_request(
-        route_label(request.match_info.route.resource),
-        method if method in KNOWN_METHODS else "OTHER",
-        status,
-        seconds,
-    )
 
 
 async def with_headers(

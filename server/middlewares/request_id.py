@@ -13,17 +13,19 @@ import re
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
+from multidict import istr
 
 from server.keys import REQUEST_ID_KEY
 from server.log_context import current_request_id, current_traceparent, valid_traceparent
 
-REQUEST_ID_HEADER = "X-Request-ID"
-TRACEPARENT_HEADER = "traceparent"
+# istr: aiohttp's header maps take these without case-folding them again on every request.
+REQUEST_ID_HEADER = istr("X-Request-ID")
+TRACEPARENT_HEADER = istr("traceparent")
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def _fresh_prefix() -> str:
-    return os.urandom(8).hex()
+    return os.urandom(8).hex() + "-"
 
 
 # A process's ids: 64 random bits, then a counter. Unique across processes (and across forks: a
@@ -43,8 +45,9 @@ os.register_at_fork(after_in_child=_reseed)
 
 
 def new_request_id() -> str:
-    """A fresh id such as `9f86d081884c7d65-2a`: 16 hex digits of the process, a hex counter."""
-    return f"{_prefix}-{next(_counter):x}"
+    """A fresh id such as `9f86d081884c7d65-42`: 16 hex digits of the process, a decimal counter
+    (formatting it in hex cost half as much again)."""
+    return f"{_prefix}{next(_counter)}"
 
 
 def incoming_or_new(value: str | None) -> str:
