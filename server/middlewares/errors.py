@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, MutableMapping
 
 from aiohttp import web
-from aiohttp.web_urldispatcher import AbstractRoute
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_urldispatcher import AbstractRoute
 
 from server.errors import DomainError
 from server.keys import REPORTER_KEY, REQUEST_ID_KEY, STORAGE_FAULTS_KEY
