@@ -84,7 +84,7 @@ def every_request(check_host: HostCheck | None = None, *, count: bool = False) -
             if exc.status < 400:
                 # Redirects and other non-error HTTP exceptions travel as exceptions; tag them too.
                 exc.headers[REQUEST_ID_HEADER] = rid
-                add_security_headers(request.path, exc.headers)
+                add_security_headers(request, exc.headers)
                 status = exc.status
                 raise
             response = http_exception_problem(request, exc)
@@ -123,7 +123,7 @@ def every_request(check_host: HostCheck | None = None, *, count: bool = False) -
         if not response.prepared:
             answer_headers = response.headers
             answer_headers[REQUEST_ID_HEADER] = rid
-            add_security_headers(request.path, answer_headers)
+            add_security_headers(request, answer_headers)
         return response
 
     return request_id_and_errors
