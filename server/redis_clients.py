@@ -96,18 +96,16 @@ class _SentinelClient(Redis):
 
 def async_client(target: RedisTarget, **kwargs: Any) -> Redis:
     """An asyncio client; `kwargs` are redis-py's (timeouts, retry, health checks)."""
-    password = target.effective_password or None
+    auth = target.effective_password or None
     if not target.sentinels:
-        client: Redis = Redis.from_url(target.url, password=password, **kwargs)
+        client: Redis = Redis.from_url(target.url, password=auth, **kwargs)
         return client
     timeout = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
         sentinel_kwargs={"password": target.sentinel_password or None, "socket_timeout": timeout},
     )
-    master = sentinel.master_for(
-        target.master_name, redis_class=_SentinelClient, db=target.db, password=password, **kwargs
-    )
+    master = sentinel.master_for(target.master_name, redis_class=_SentinelClient, db=target.db, password=auth, **kwargs)
     assert isinstance(master, _SentinelClient)
     master.watched_by = sentinel
     return master
@@ -115,9 +113,9 @@ def async_client(target: RedisTarget, **kwargs: Any) -> Redis:
 
 def sync_client(target: RedisTarget, **kwargs: Any) -> redis.Redis:
     """A blocking client, for the launcher and circus hooks (never on an event loop)."""
-    password = target.effective_password or None
+    auth = target.effective_password or None
     if not target.sentinels:
-        client: redis.Redis = redis.Redis.from_url(target.url, password=password, **kwargs)
+        client: redis.Redis = redis.Redis.from_url(target.url, password=auth, **kwargs)
         return client
     timeout = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
     # redis-py types its synchronous Sentinel loosely; the master's client is a redis.Redis.
@@ -125,6 +123,6 @@ def sync_client(target: RedisTarget, **kwargs: Any) -> redis.Redis:
         list(target.sentinels),
         sentinel_kwargs={"password": target.sentinel_password or None, "socket_timeout": timeout},
     )
-    master = sentinel.master_for(target.master_name, db=target.db, password=password, **kwargs)  # type: ignore[no-untyped-call]
+    master = sentinel.master_for(target.master_name, db=target.db, password=auth, **kwargs)  # type: ignore[no-untyped-call]
     assert isinstance(master, redis.Redis)
     return master

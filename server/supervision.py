@@ -313,7 +313,7 @@ def supervise(
         if role != "all":
             print(f"circus.role {role} runs Redis here: give it a password (REDIS_PASSWORD)", file=sys.stderr)
             return 2
-        # The supervised Redis always requires a password: generated once, kept in a 0600 file.
+        # The supervised Redis always requires a password, generated once and kept in a 0600 file.
         path = var / "redis_password"
         ensure_password_file(path)
         env["REDIS_PASSWORD_FILE"] = str(path)
@@ -360,12 +360,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def _other_clients(port: int, password: str) -> int | None:
+def _other_clients(port: int, auth: str) -> int | None:
     import redis
 
     try:
         client = redis.Redis(
-            host="127.0.0.1", port=port, password=password or None, socket_timeout=1, socket_connect_timeout=1
+            host="127.0.0.1", port=port, password=auth or None, socket_timeout=1, socket_connect_timeout=1
         )
         try:
             # (redis-py types its commands as "awaitable or value"; this client is the blocking one.)

@@ -82,17 +82,17 @@ async def revoke_token(config: Config, token_id: int) -> tuple[ApiToken | None, 
     return token, listeners
 
 
-def describe(token: ApiToken) -> str:
-    """One line of `token list`: the id first, never the token."""
+def describe(row: ApiToken) -> str:
+    """One line of `token list`: the id first, never the row."""
     return "\t".join(
         [
-            str(token.id),
-            token.name,
-            f"scopes={','.join(token.scopes) or '-'}",
-            f"created={token.created_at}",
-            f"last_used={token.last_used_at or 'never'}",
-            f"expires={token.expires_at or 'never'}",
-            token.status(),
+            str(row.id),
+            row.name,
+            f"scopes={','.join(row.scopes) or '-'}",
+            f"created={row.created_at}",
+            f"last_used={row.last_used_at or 'never'}",
+            f"expires={row.expires_at or 'never'}",
+            row.status(),
         ]
     )
 

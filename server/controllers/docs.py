@@ -96,7 +96,7 @@ def api_access(config: Config) -> AccessOf:
         own_rate = declared.rate_limit if declared is not None else None
         rate = (own_rate or default) if config.rate_limit.enabled else None
         return OperationAccess(
-            needs_token=needs_token(scopes, read_only, method, public_reads=config.auth.public_reads),
+            token_required=needs_token(scopes, read_only, method, public_reads=config.auth.public_reads),
             scopes=tuple(sorted(scopes)),
             rate_policy=None if rate is None else rate.policy_header(),
         )

@@ -125,14 +125,14 @@ async def create_token(
     scope_list = list(dict.fromkeys(scopes))
     if any(not scope or scope.split() != [scope] for scope in scope_list):
         raise ValueError("a scope is one word without white space")
-    token = generate_token()
+    plaintext = generate_token()
     created = utc_timestamp()
     expires = None if expires_at is None else utc_timestamp(expires_at)
     [inserted] = await db.execute_returning(
-        INSERT_TOKEN_SQL, (name, hash_token(token), " ".join(scope_list), created, expires)
+        INSERT_TOKEN_SQL, (name, hash_token(plaintext), " ".join(scope_list), created, expires)
     )
     row = ApiToken(int(inserted[0]), name, tuple(scope_list), created, None, expires, None)
-    return row, token
+    return row, plaintext
 
 
 async def list_tokens(db: Database) -> list[ApiToken]:

@@ -290,11 +290,11 @@ class PostgresDatabase(Database):
         except Exception as exc:
             raise _mapped(exc) from exc
         finally:
-            token = _READ_ONLY_RELEASE.set(True)
+            marked = _READ_ONLY_RELEASE.set(True)
             try:
                 await self._release(conn)
             finally:
-                _READ_ONLY_RELEASE.reset(token)
+                _READ_ONLY_RELEASE.reset(marked)
 
     async def stats(self) -> dict[str, Any]:
         """The database's size, and connections: this process's pool, and the server's to this database."""

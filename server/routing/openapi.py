@@ -40,7 +40,7 @@ class OperationAccess:
     """Who may call an operation and how often, as the auth and rate-limit middlewares enforce it."""
 
     # False: anonymous calls are served too (a token, when sent, must still be valid).
-    needs_token: bool
+    token_required: bool
     scopes: tuple[str, ...] = ()
     # The `RateLimit-Policy` value of its rate limit, or None when it has none.
     rate_policy: str | None = None
@@ -323,7 +323,7 @@ def _operation(
         if access.rate_policy is not None:
             errors.add(429)
             operation["x-rate-limit"] = access.rate_policy
-        if access.needs_token:
+        if access.token_required:
             operation["security"] = [{BEARER_SCHEME: list(access.scopes)}]
         else:
             operation["security"] = [{}, {BEARER_SCHEME: []}]  # anonymous, or any valid token
