@@ -37,9 +37,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-import yaml
-
-from server.config import load_config
+from bench.stage import write_bench_config
 from testing.redis import RedisProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,18 +52,8 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 
 def write_config(path: Path, db: Path, redis_url: str, *, limits: bool) -> Path:
     """Settings only: the bench's database and Redis, quiet logs, limits on (never reached) or off."""
-    raw = {
-        "server": {"host": "127.0.0.1", "access_log": False, "shutdown_timeout": 2},
-        "logging": {"level": "WARNING"},
-        "database": {"path": str(db)},
-        "redis": {"url": redis_url},
-        "queue": {"embedded_worker": False},
-        "honeybadger": {"api_key": "", "environment": "bench"},
-        "rate_limit": {"enabled": limits, "default": "999999999/s", "default_burst": 999999999},
-    }
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    load_config(path)
-    return path
+    limit = {"enabled": limits, "default": "999999999/s", "default_burst": 999999999}
+    return write_bench_config(path, db=db, redis_url=redis_url, rate_limit=limit)
 
 
 def make_token(config: Path) -> str:

@@ -23,12 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench import harness
 from bench.options import BENCH_DIR, ROOT
 from bench.processes import Proc, cpu_seconds, http_request, log, pinned
-from bench.stage import PY, seed_users
+from bench.stage import PY, seed_users, write_bench_config
 from server.config import load_config
 from testing.postgres import PostgresProcess, unavailable_reason
 from testing.redis import RedisProcess, free_port
@@ -115,20 +113,13 @@ class DatabaseBench:
 
     def write_config(self, backend: str) -> Path:
         """Settings only, never code paths: its own database, no cache, no access log."""
-        raw = {
-            "server": {"host": "127.0.0.1", "access_log": False, "shutdown_timeout": 2},
-            "logging": {"level": "WARNING"},
-            "database": {"path": str(self.sqlite_path), "url": self.urls.get(backend, "")},
-            "redis": {"url": self.redis.url if self.redis else "redis://127.0.0.1:9/0"},
-            "cache": {"enabled": False},
-            "queue": {"embedded_worker": False},
-            "honeybadger": {"api_key": "", "environment": "bench"},
-            "internal": {"password": ""},
-        }
-        path = self.opts.tmp / f"config-{backend}.yaml"
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        load_config(path)
-        return path
+        return write_bench_config(
+            self.opts.tmp / f"config-{backend}.yaml",
+            db=self.sqlite_path,
+            redis_url=self.redis.url if self.redis else "redis://127.0.0.1:9/0",
+            database={"url": self.urls.get(backend, "")},
+            cache={"enabled": False},
+        )
 
     def prepare(self) -> None:
         opts = self.opts

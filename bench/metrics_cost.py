@@ -26,11 +26,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.harness import parse_wrk
 from bench.processes import pinned
-from bench.stage import seed_users
+from bench.stage import seed_users, write_bench_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -38,19 +36,8 @@ PATH = "/api/v1/foo"
 
 
 def write_config(path: Path, *, db: Path, redis_url: str, metrics_dir: Path, enabled: bool) -> Path:
-    raw = {
-        "server": {"host": "127.0.0.1", "access_log": False, "shutdown_timeout": 2},
-        "logging": {"level": "WARNING"},
-        "database": {"path": str(db)},
-        "redis": {"url": redis_url},
-        "queue": {"embedded_worker": False},
-        "honeybadger": {"api_key": "", "environment": "bench"},
-        "internal": {"password": ""},
-        "metrics": {"enabled": enabled, "dir": str(metrics_dir)},
-        "rate_limit": {"enabled": False},  # wrk is one client: the limits would refuse it
-    }
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    metrics = {"enabled": enabled, "dir": str(metrics_dir)}
+    return write_bench_config(path, db=db, redis_url=redis_url, metrics=metrics)
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

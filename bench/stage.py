@@ -89,33 +89,45 @@ class Stage:
 
     def write_config(self, path: Path, redis_url: str, **overrides: Any) -> None:
         """A config of the bench's own: changes settings only, never code paths (see README)."""
-        raw = {
-            "server": {"host": "127.0.0.1", "port": 8080, "access_log": False, "shutdown_timeout": 2},
-            "logging": {"level": "WARNING"},
-            "database": {"path": str(self.db_path)},
-            "redis": {"url": redis_url},
-            # Long enough that the primed baz entry stays a hit for the whole run.
-            "cache": {"default_ttl": 3600},
-            "cat_facts": {
-                "url": self.upstream.url("/fact") if self.upstream else "http://127.0.0.1:9/fact",
-                "timeout": 2.0,
+        upstream = self.upstream.url("/fact") if self.upstream else "http://127.0.0.1:9/fact"
+        overrides = deep_merge(
+            {
+                "server": {"port": 8080},
+                # Long enough that the primed baz entry stays a hit for the whole run.
+                "cache": {"default_ttl": 3600},
+                "cat_facts": {"url": upstream, "timeout": 2.0},
             },
-            "queue": {"embedded_worker": False},
-            "honeybadger": {"api_key": "", "environment": "bench"},
-            "internal": {"password": ""},
-            # wrk is one client sending thousands of requests a second: exactly what the limits
-            # refuse. What the limiter costs is measured by bench/auth.py instead.
-            "rate_limit": {"enabled": False},
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(deep_merge(raw, overrides), sort_keys=False))
-        load_config(path)  # fails here, clearly, if the config schema moved on
+            overrides,
+        )
+        write_bench_config(path, db=self.db_path, redis_url=redis_url, **overrides)
 
     def close(self) -> None:
         if self.upstream is not None:
             self.upstream.stop()
         if self.redis is not None:
             self.redis.__exit__(None, None, None)
+
+
+def write_bench_config(path: Path, *, db: Path, redis_url: str, **overrides: Any) -> Path:
+    """The settings every bench server runs with, and `overrides` (settings only, never code
+    paths: see README): its own database and Redis, no access log, logging at WARNING, no
+    embedded worker, no error reports, no /internal pages, rate limits off. Checked by loading it."""
+    raw = {
+        "server": {"host": "127.0.0.1", "access_log": False, "shutdown_timeout": 2},
+        "logging": {"level": "WARNING"},
+        "database": {"path": str(db)},
+        "redis": {"url": redis_url},
+        "queue": {"embedded_worker": False},
+        "honeybadger": {"api_key": "", "environment": "bench"},
+        "internal": {"password": ""},
+        # wrk is one client sending thousands of requests a second: exactly what the limits
+        # refuse. What the limiter costs is measured by bench/auth.py instead.
+        "rate_limit": {"enabled": False},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(deep_merge(raw, overrides), sort_keys=False))
+    load_config(path)  # fails here, clearly, if the config schema moved on
+    return path
 
 
 def seed_users(db_path: Path, count: int) -> int:
