@@ -65,7 +65,9 @@ class Batcher(Generic[Item, Answer]):
                     async with asyncio.timeout(self._timeout):
                         results = await self._run([item for item, _ in batch])
                 except asyncio.CancelledError:
-                    # The batcher is closing (the app stops): its asks fail rather than hang.
+                    # The loop is stopping: this round trip's asks and those waiting for the next
+                    # fail rather than hang.
+                    batch, self._waiting = batch + self._waiting, []
                     self._fail(batch, ConnectionError("the batcher stopped"))
                     raise
                 except Exception as exc:  # the round trip's error is every ask's error

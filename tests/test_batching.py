@@ -116,3 +116,17 @@ async def test_closing_waits_for_the_round_trip_under_way():
     trips.gates[0].set()
     await closing
     assert await ask == "a@0"
+
+
+async def test_a_cancelled_round_trip_fails_its_asks_and_those_waiting():
+    trips = Trips()
+    batch: Batcher[str, str] = Batcher(trips.run)
+    first = asyncio.create_task(batch.ask("a"))
+    await trips.started(1)
+    waiting = asyncio.create_task(batch.ask("b"))
+    await asyncio.sleep(0)
+    assert batch._sender is not None
+    batch._sender.cancel()  # what stopping the loop does to every task
+    for ask in (first, waiting):
+        with pytest.raises(ConnectionError, match="stopped"):
+            await ask
