@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from support import make_test_config
 
 from server.app import create_app
+from server.cache.store import Generations, bump_generation
 from server.keys import DB_KEY
 from server.models.user import User
 from server.tokens import create_token
@@ -118,3 +120,17 @@ def test_postgresql_storage_faults_are_told_apart_like_sqlites():
     # A bug stays a bug (500): bad SQL, a missing table.
     assert storage_fault(pg.UndefinedTableError()) is None
     assert storage_fault(pg.PostgresSyntaxError()) is None
+
+
+@pytest.mark.both_backends
+async def test_generations_of_several_namespaces_are_read_in_one_round_trip(db, backend):
+    # The cache's shared generation reads (server/cache/store.py): one statement for every
+    # namespace asked while a read was under way, the same answers as one read each.
+    for namespace in ("a", "a", "b"):
+        await bump_generation(db, namespace)
+    generations = Generations(db)
+    asks = [asyncio.create_task(generations.get(ns)) for ns in ("a", "b", "c", "a", "b")]
+    assert await asyncio.gather(*asks) == [2, 1, 0, 2, 1]
+    assert generations.reads == (1, 5)  # all asked before the first read began: one read
+    assert await generations.get("b") == 1
+    await generations.close()

@@ -194,6 +194,25 @@ async def test_reads_sharing_round_trips_never_read_a_write_stale(redis_url, fak
     assert reads < asked  # they did share
 
 
+async def test_concurrent_hits_of_two_namespaces_each_get_their_own_generation(
+    redis_url, fake_cat_facts, tmp_path, aiohttp_client
+):
+    writer, reader = await two_processes(tmp_path, redis_url, fake_cat_facts, aiohttp_client)
+    await answer(reader, "/api/v1/baz")
+    for round_ in range(3):
+        name = f"user-{round_}"
+        assert (await writer.post("/api/v1/users", json={"name": name})).status == 201
+        answers = await asyncio.gather(
+            *(answer(reader, path) for path in ["/api/v1/users?limit=100", "/api/v1/baz"] * 8)
+        )
+        for (resp, body), path in zip(answers, ["users", "baz"] * 8, strict=True):
+            if path == "users":
+                assert body["items"][-1]["name"] == name, resp.headers["X-Cache"]
+            else:
+                assert resp.headers["X-Cache"] == "HIT" and body["fact"]
+    assert fake_cat_facts.calls == 1
+
+
 # --- a hit replays only what the route declared --------------------------------------------------
 
 
