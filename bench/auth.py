@@ -32,22 +32,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+from bench.processes import http_server, pinned
 from bench.stage import write_bench_config
-from testing.redis import RedisProcess, free_port
+from testing.redis import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PATH = "/api/v1/foo"
 SERVER_CORE, LOAD_CORE = 0, 1
-
-
-def pinned(core: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
 
 
 def write_config(path: Path, db: Path, redis_url: str, *, limits: bool) -> Path:
@@ -74,28 +70,13 @@ def cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def server(config: Path) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    argv = pinned(SERVER_CORE, [PY, "-m", "server", "--config", str(config), "serve", "--port", str(port)])
-    proc = subprocess.Popen(argv, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the server did not start (exit {proc.poll()})") from None
-                time.sleep(0.1)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Our server on `config`, pinned to SERVER_CORE: its base URL and pid (log beside the config)."""
+
+    def argv(port: int) -> list[str]:
+        return [PY, "-m", "server", "--config", str(config), "serve", "--port", str(port)]
+
+    with http_server("ours", argv, config.with_suffix(".log"), SERVER_CORE) as (proc, port):
+        yield f"http://127.0.0.1:{port}", proc.pid
 
 
 def wrk(url: str, seconds: int, connections: int, token: str | None) -> tuple[float, int]:

@@ -21,13 +21,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench.harness import parse_wrk
-from bench.processes import pinned
+from bench.processes import http_server, pinned
 from bench.stage import seed_users, write_bench_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,18 +38,6 @@ def write_config(path: Path, *, db: Path, redis_url: str, metrics_dir: Path, ena
     return write_bench_config(path, db=db, redis_url=redis_url, metrics=metrics)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start (exit {proc.poll()})") from None
-            time.sleep(0.1)
-
-
 def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{PATH}"]
     out = subprocess.run(pinned(1, argv), capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -60,23 +46,12 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
 
 
 def run_once(config: Path, seconds: int, connections: int, log: Path) -> dict[str, float]:
-    from testing.redis import free_port
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "server", "--config", str(config), "serve", "--port", str(port)]
 
-    port = free_port()
-    argv = [sys.executable, "-m", "server", "--config", str(config), "serve", "--port", str(port)]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(pinned(0, argv), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    with http_server("ours", argv, log, 0) as (_proc, port):
         wrk(port, 1, connections)  # warm-up, discarded
         return wrk(port, seconds, connections)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def micro_cost(metrics_dir: Path) -> dict[str, float]:
