@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+import redis.asyncio
 from support import make_test_config
 
 from server.app import create_app
@@ -60,6 +61,14 @@ def redis_url(redis_server: RedisProcess) -> Iterator[str]:
     finally:
         client.close()
     yield redis_server.url
+
+
+@pytest.fixture(name="redis")
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """An asyncio client of the session Redis, for a test that looks at what was stored."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

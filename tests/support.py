@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from testing.config import deep_merge, make_test_config
 
-__all__ = ["PROBLEM", "assert_problem", "deep_merge", "make_test_config", "problem"]
+__all__ = ["PROBLEM", "assert_problem", "deep_merge", "json_ok", "make_test_config", "problem"]
 
 
 PROBLEM = "application/problem+json"
@@ -26,3 +26,10 @@ async def problem(resp, status: int) -> dict:
     assert resp.status == status, body
     assert_problem(resp, body, status)
     return body
+
+
+async def json_ok(client, path: str, **kwargs):
+    """(response, its JSON body) of a GET that must answer 200 (the body is shown when not)."""
+    resp = await client.get(path, **kwargs)
+    assert resp.status == 200, await resp.text()
+    return resp, await resp.json()

@@ -13,8 +13,7 @@ from collections import Counter
 
 import pytest
 from aiohttp import web
-from redis.asyncio import Redis
-from support import make_test_config
+from support import json_ok, make_test_config
 
 from server.app import api_layers, create_app
 from server.errors import NotFound
@@ -143,26 +142,13 @@ def make_client(fake_cat_facts, tmp_path, aiohttp_client):
     return make
 
 
-@pytest.fixture
-async def redis(redis_url):
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def get(client, path, **kwargs):
-    resp = await client.get(path, **kwargs)
-    assert resp.status == 200, await resp.text()
-    return resp, await resp.json()
-
-
 async def test_miss_then_hit_with_age_and_max_age(redis_url, make_client, fake_cat_facts):
     client, _sub = await make_client(redis_url, cache={"default_ttl": 30})
-    miss, body = await get(client, "/api/v1/baz")
+    miss, body = await json_ok(client, "/api/v1/baz")
     assert miss.headers["X-Cache"] == "MISS"
     assert miss.headers["Cache-Control"] == "max-age=30"
     assert "Age" not in miss.headers
-    hit, again = await get(client, "/api/v1/baz")
+    hit, again = await json_ok(client, "/api/v1/baz")
     assert again == body
     assert hit.headers["X-Cache"] == "HIT"
     assert hit.headers["Content-Type"] == miss.headers["Content-Type"]
@@ -176,7 +162,7 @@ async def test_miss_then_hit_with_age_and_max_age(redis_url, make_client, fake_c
 
 async def test_head_shares_the_get_entry(redis_url, make_client, fake_cat_facts):
     client, _sub = await make_client(redis_url)
-    await get(client, "/api/v1/baz")
+    await json_ok(client, "/api/v1/baz")
     head = await client.head("/api/v1/baz")
     assert head.status == 200
     assert head.headers["X-Cache"] == "HIT"
@@ -187,21 +173,21 @@ async def test_head_shares_the_get_entry(redis_url, make_client, fake_cat_facts)
 async def test_key_covers_version_and_sorted_query_string(redis_url, make_client, fake_cat_facts):
     # The route's declared parameters (its query schema) make the key.
     client, sub = await make_client(redis_url)
-    _, first = await get(client, "/t/params?a=1&b=2")
-    resp, same = await get(client, "/t/params?b=2&a=1")
+    _, first = await json_ok(client, "/t/params?a=1&b=2")
+    resp, same = await json_ok(client, "/t/params?b=2&a=1")
     assert resp.headers["X-Cache"] == "HIT" and same["n"] == first["n"]
     for other in ("/t/params?a=1&b=3", "/t/params", "/t/params?a=1"):
-        resp, body = await get(client, other)
+        resp, body = await json_ok(client, other)
         assert resp.headers["X-Cache"] == "MISS", other
         assert body != first
     # The order of a repeated parameter's values is kept: it can change the answer.
-    await get(client, "/t/params?x=1&x=2")
-    resp, _ = await get(client, "/t/params?x=2&x=1")
+    await json_ok(client, "/t/params?x=1&x=2")
+    resp, _ = await json_ok(client, "/t/params?x=2&x=1")
     assert resp.headers["X-Cache"] == "MISS"
     assert sub[CALLS]["params"] == 6
     # Every API version has its own entries.
-    _, v1 = await get(client, "/api/v1/baz")
-    resp, v2 = await get(client, "/api/v2/baz")
+    _, v1 = await json_ok(client, "/api/v1/baz")
+    resp, v2 = await json_ok(client, "/api/v2/baz")
     assert resp.headers["X-Cache"] == "MISS" and v2 != v1
     assert fake_cat_facts.calls == 2
 
@@ -210,16 +196,16 @@ async def test_declared_headers_and_query_parameters_vary_the_key(redis_url, mak
     client, sub = await make_client(redis_url)
     calls = sub[CALLS]
     en = {"Accept-Language": "en"}
-    miss, body = await get(client, "/t/lang?q=cats", headers=en)
+    miss, body = await json_ok(client, "/t/lang?q=cats", headers=en)
     assert miss.headers["X-Cache"] == "MISS"
     assert miss.headers["Vary"] == "Accept-Language"
-    hit, again = await get(client, "/t/lang?q=cats&utm_source=x", headers=en)  # undeclared: ignored
+    hit, again = await json_ok(client, "/t/lang?q=cats&utm_source=x", headers=en)  # undeclared: ignored
     assert hit.headers["X-Cache"] == "HIT" and again == body
     assert hit.headers["Vary"] == "Accept-Language"
     assert hit.headers["X-Kept"] == "kept-1"  # a declared answer header is stored...
     assert "X-Dropped" not in hit.headers  # ...others are not
     for query, headers in (("q=dogs", en), ("q=cats", {"Accept-Language": "fr"}), ("q=cats", {})):
-        resp, other = await get(client, f"/t/lang?{query}", headers=headers)
+        resp, other = await json_ok(client, f"/t/lang?{query}", headers=headers)
         assert resp.headers["X-Cache"] == "MISS", (query, headers)
         assert other["n"] != body["n"]
     assert calls["lang"] == 4
@@ -228,16 +214,16 @@ async def test_declared_headers_and_query_parameters_vary_the_key(redis_url, mak
 async def test_entries_expire_with_their_ttl(redis_url, make_client, redis):
     client, sub = await make_client(redis_url)
     calls = sub[CALLS]
-    miss, first = await get(client, "/t/short")
+    miss, first = await json_ok(client, "/t/short")
     assert miss.headers["Cache-Control"] == "max-age=1"
     keys = [k for k in await redis.keys("cache:{short}:e:*")]
     assert len(keys) == 1
     assert 0 < await redis.pttl(keys[0]) <= 1000
-    hit, _ = await get(client, "/t/short")
+    hit, _ = await json_ok(client, "/t/short")
     assert hit.headers["X-Cache"] == "HIT"
     deadline = time.monotonic() + 10
     while True:
-        resp, body = await get(client, "/t/short")
+        resp, body = await json_ok(client, "/t/short")
         if resp.headers["X-Cache"] == "MISS":
             break
         assert time.monotonic() < deadline, "the 1 s entry never expired"
@@ -248,14 +234,14 @@ async def test_entries_expire_with_their_ttl(redis_url, make_client, redis):
 
 async def test_no_cache_refreshes_the_entry(redis_url, make_client, fake_cat_facts):
     client, _sub = await make_client(redis_url)
-    _, first = await get(client, "/api/v1/baz")
-    resp, _ = await get(client, "/api/v1/baz")
+    _, first = await json_ok(client, "/api/v1/baz")
+    resp, _ = await json_ok(client, "/api/v1/baz")
     assert resp.headers["X-Cache"] == "HIT"
     for headers in ({"Cache-Control": "no-cache"}, {"Cache-Control": "max-age=0"}, {"Pragma": "no-cache"}):
-        resp, fresh = await get(client, "/api/v1/baz", headers=headers)
+        resp, fresh = await json_ok(client, "/api/v1/baz", headers=headers)
         assert resp.headers["X-Cache"] == "MISS", headers
         assert fresh != first
-        resp, cached_now = await get(client, "/api/v1/baz")
+        resp, cached_now = await json_ok(client, "/api/v1/baz")
         assert resp.headers["X-Cache"] == "HIT"
         assert cached_now == fresh  # the refreshed answer replaced the entry
         first = fresh
@@ -277,35 +263,35 @@ async def test_concurrent_misses_of_one_key_compute_once(redis_url, make_client,
 
 async def test_invalidating_a_namespace_of_the_real_app(redis_url, make_client, fake_cat_facts):
     client, _sub = await make_client(redis_url)
-    _, v1 = await get(client, "/api/v1/baz")
-    _, v2 = await get(client, "/api/v2/baz")
-    assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
+    _, v1 = await json_ok(client, "/api/v1/baz")
+    _, v2 = await json_ok(client, "/api/v2/baz")
+    assert (await json_ok(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
     assert await invalidate_namespace(client.app, "baz") is True
     for path, old in (("/api/v1/baz", v1), ("/api/v2/baz", v2)):  # every version at once
-        resp, body = await get(client, path)
+        resp, body = await json_ok(client, path)
         assert resp.headers["X-Cache"] == "MISS"
         assert body != old
     # Through a bare Redis client too (a worker, a script), with the default prefix.
     assert await invalidate_namespace(client.app[REDIS_KEY], "baz") is True
-    assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "MISS"
+    assert (await json_ok(client, "/api/v1/baz"))[0].headers["X-Cache"] == "MISS"
     # Another namespace is left alone.
     await invalidate_namespace(client.app, "users")
-    assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
+    assert (await json_ok(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
     assert fake_cat_facts.calls == 5
 
 
 async def test_a_client_never_reads_its_own_write_stale(redis_url, make_client):
     client, sub = await make_client(redis_url)
     calls = sub[CALLS]
-    assert (await get(client, "/t/items"))[1] == {"items": []}
-    assert (await get(client, "/t/items"))[0].headers["X-Cache"] == "HIT"
+    assert (await json_ok(client, "/t/items"))[1] == {"items": []}
+    assert (await json_ok(client, "/t/items"))[0].headers["X-Cache"] == "HIT"
     for name in ("a", "b"):
         created = await client.post("/t/items", json={"name": name})
         assert created.status == 201
-        resp, body = await get(client, "/t/items")
+        resp, body = await json_ok(client, "/t/items")
         assert resp.headers["X-Cache"] == "MISS"
         assert body["items"][-1] == name
-    assert (await get(client, "/t/items"))[1] == {"items": ["a", "b"]}
+    assert (await json_ok(client, "/t/items"))[1] == {"items": ["a", "b"]}
     assert calls["items"] == 3
 
 
@@ -321,7 +307,7 @@ async def test_an_answer_computed_across_an_invalidation_is_not_stored(redis_url
     resp = await slow_read
     assert resp.headers["X-Cache"] == "MISS"
     assert await resp.json() == {"items": []}  # concurrent with the write: may be old...
-    resp, body = await get(client, "/t/items")
+    resp, body = await json_ok(client, "/t/items")
     assert resp.headers["X-Cache"] == "MISS"  # ...but it was not stored over the write
     assert body == {"items": ["a"]}
 
@@ -334,7 +320,7 @@ async def test_only_plain_200_answers_are_stored(redis_url, make_client, redis):
         assert teapot.status == 418
         assert teapot.headers["X-Cache"] == "MISS"
         assert "Cache-Control" not in teapot.headers
-        cookie, _ = await get(client, "/t/cookie")
+        cookie, _ = await json_ok(client, "/t/cookie")
         assert cookie.headers["X-Cache"] == "MISS"
         missing = await client.get("/t/missing")
         assert missing.status == 404
@@ -347,7 +333,7 @@ async def test_only_plain_200_answers_are_stored(redis_url, make_client, redis):
 async def test_disabled_cache_bypasses_redis(redis_url, make_client, redis, fake_cat_facts):
     client, _sub = await make_client(redis_url, cache={"enabled": False})
     for n in (1, 2):
-        resp, body = await get(client, "/api/v1/baz")
+        resp, body = await json_ok(client, "/api/v1/baz")
         assert resp.headers["X-Cache"] == "BYPASS"
         assert body["fact"] == fake_cat_facts.fact(n)
     assert await redis.keys("*") == []
@@ -360,7 +346,7 @@ def warnings_of(caplog):
 async def wait_for_state(client, path, state, deadline_s=10.0):
     deadline = time.monotonic() + deadline_s
     while True:
-        resp, body = await get(client, path)
+        resp, body = await json_ok(client, path)
         if resp.headers["X-Cache"] == state:
             return resp, body
         assert time.monotonic() < deadline, f"{path} never answered X-Cache: {state}"
@@ -369,12 +355,12 @@ async def wait_for_state(client, path, state, deadline_s=10.0):
 
 async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(private_redis, make_client, fake_cat_facts, caplog):
     client, _sub = await make_client(private_redis.url, cache={"retry_interval": 0.2})
-    await get(client, "/api/v1/baz")
-    assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
+    await json_ok(client, "/api/v1/baz")
+    assert (await json_ok(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
     private_redis.stop()
     with caplog.at_level(logging.INFO, logger="server.cache.store"):
         for n in range(2, 8):
-            resp, body = await get(client, "/api/v1/baz")
+            resp, body = await json_ok(client, "/api/v1/baz")
             assert resp.headers["X-Cache"] == "BYPASS"
             assert "Cache-Control" not in resp.headers
             assert body["fact"] == fake_cat_facts.fact(n)  # the handler answered
@@ -383,22 +369,22 @@ async def test_redis_stopped_mid_test_bypasses_then_caching_resumes(private_redi
         assert len(warnings_of(caplog)) == 1  # once per outage, not per request
         private_redis.start()
         await wait_for_state(client, "/api/v1/baz", "MISS")
-        assert (await get(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
+        assert (await json_ok(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
     assert any("available again" in r.getMessage() for r in caplog.records)
     assert len(warnings_of(caplog)) == 1
 
 
 async def test_a_hung_redis_is_bounded_by_the_socket_timeout(private_redis, make_client, fake_cat_facts):
     client, _sub = await make_client(private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 0.2})
-    await get(client, "/api/v1/baz")
+    await json_ok(client, "/api/v1/baz")
     os.kill(private_redis.proc.pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        resp, _ = await get(client, "/api/v1/baz")
+        resp, _ = await json_ok(client, "/api/v1/baz")
         assert resp.headers["X-Cache"] == "BYPASS"
         assert time.monotonic() - started < 5  # the 0.3 s socket timeout, not a hang
         # Within retry_interval the cache does not wait on Redis again.
-        resp, _ = await get(client, "/api/v1/baz")
+        resp, _ = await json_ok(client, "/api/v1/baz")
         assert resp.headers["X-Cache"] == "BYPASS"
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)
@@ -407,11 +393,11 @@ async def test_a_hung_redis_is_bounded_by_the_socket_timeout(private_redis, make
 
 async def test_an_invalidation_during_an_outage_is_applied_before_the_next_read(private_redis, make_client):
     client, _sub = await make_client(private_redis.url, redis={"socket_timeout": 0.3}, cache={"retry_interval": 1.0})
-    await get(client, "/t/items")
-    assert (await get(client, "/t/items"))[0].headers["X-Cache"] == "HIT"
+    await json_ok(client, "/t/items")
+    assert (await json_ok(client, "/t/items"))[0].headers["X-Cache"] == "HIT"
     os.kill(private_redis.proc.pid, signal.SIGSTOP)  # the entries survive the outage
     try:
-        resp, _ = await get(client, "/t/items")  # times out: the outage starts
+        resp, _ = await json_ok(client, "/t/items")  # times out: the outage starts
         assert resp.headers["X-Cache"] == "BYPASS"
         # Within retry_interval the write does not reach Redis: its invalidation is deferred.
         created = await client.post("/t/items", json={"name": "during-outage"})
@@ -419,7 +405,7 @@ async def test_an_invalidation_during_an_outage_is_applied_before_the_next_read(
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)
     await asyncio.sleep(1.1)  # past retry_interval
-    resp, body = await get(client, "/t/items")
+    resp, body = await json_ok(client, "/t/items")
     assert resp.headers["X-Cache"] == "MISS"
     assert body == {"items": ["during-outage"]}
 
@@ -431,7 +417,7 @@ async def test_a_waiting_miss_computes_itself_after_wait_timeout(redis_url, make
     while "event" in sub[GATE]:
         await asyncio.sleep(0.01)
     # Does not wait for the holder forever (the deadline only turns a hang into a failure).
-    resp, body = await asyncio.wait_for(get(client, "/t/items"), 20)
+    resp, body = await asyncio.wait_for(json_ok(client, "/t/items"), 20)
     assert resp.headers["X-Cache"] == "MISS"
     assert body == {"items": []}
     gate.set()

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 from redis.asyncio import Redis
-from support import make_test_config, problem
+from support import json_ok, make_test_config, problem
 
 from server.app import create_app
 from server.cache.store import Entry
@@ -24,19 +24,6 @@ def cache_config(tmp_path, redis_url, fake_cat_facts, **overrides):
         cat_facts={"url": fake_cat_facts.url, "timeout": 2.0},
         **overrides,
     )
-
-
-@pytest.fixture
-async def redis(redis_url):
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def answer(client, path, **kwargs):
-    resp = await client.get(path, **kwargs)
-    assert resp.status == 200, await resp.text()
-    return resp, await resp.json()
 
 
 # --- the key space ------------------------------------------------------------------------------
@@ -62,10 +49,10 @@ async def test_no_cache_is_honoured_only_within_the_clients_budget(redis_url, fa
     config = cache_config(tmp_path, redis_url, fake_cat_facts, cache={"refresh_budget": 2, "refresh_window": 60})
     first = await aiohttp_client(create_app(config))
     second = await aiohttp_client(create_app(config))  # another process: the budget is shared
-    await answer(first, "/api/v1/baz")
+    await json_ok(first, "/api/v1/baz")
     refresh = {"Cache-Control": "no-cache"}
     states = [
-        (await answer(c, "/api/v1/baz", headers=refresh))[0].headers["X-Cache"] for c in (first, second, first, second)
+        (await json_ok(c, "/api/v1/baz", headers=refresh))[0].headers["X-Cache"] for c in (first, second, first, second)
     ]
     assert states == ["MISS", "MISS", "HIT", "HIT"]
     assert fake_cat_facts.calls == 3
@@ -74,9 +61,9 @@ async def test_no_cache_is_honoured_only_within_the_clients_budget(redis_url, fa
 async def test_a_zero_budget_never_recomputes(redis_url, fake_cat_facts, tmp_path, aiohttp_client):
     config = cache_config(tmp_path, redis_url, fake_cat_facts, cache={"refresh_budget": 0})
     client = await aiohttp_client(create_app(config))
-    await answer(client, "/api/v1/baz")
+    await json_ok(client, "/api/v1/baz")
     for headers in ({"Cache-Control": "no-cache"}, {"Pragma": "no-cache"}, {"Cache-Control": "max-age=0"}):
-        resp, _ = await answer(client, "/api/v1/baz", headers=headers)
+        resp, _ = await json_ok(client, "/api/v1/baz", headers=headers)
         assert resp.headers["X-Cache"] == "HIT"
     assert fake_cat_facts.calls == 1
 
@@ -91,14 +78,14 @@ async def test_baz_enqueues_one_job_per_key_per_ttl(redis_url, fake_cat_facts, t
     second = await aiohttp_client(create_app(config))
     refresh = {"Cache-Control": "no-cache"}
     # One after the other: concurrent refreshes of one key would be coalesced into one.
-    answers = [await answer(c, "/api/v1/baz", headers=refresh) for c in (first, second) * 5]
+    answers = [await json_ok(c, "/api/v1/baz", headers=refresh) for c in (first, second) * 5]
     assert fake_cat_facts.calls == 10  # every request was answered by the handler...
     keys = {body["job"]["key"] for _, body in answers}
     assert len(keys) == 1  # ...but one job stands for them all
     queue = first.server.app[QUEUES_KEY].for_priority("default")
     assert await queue.count("queued") == 1
     # Each API version is its own key.
-    _, v2 = await answer(first, "/api/v2/baz", headers=refresh)
+    _, v2 = await json_ok(first, "/api/v2/baz", headers=refresh)
     assert v2["job"]["key"] not in keys
     assert await queue.count("queued") == 2
 
@@ -120,18 +107,18 @@ async def test_a_write_in_one_process_is_never_read_stale_from_the_other(
     writer, reader = await two_processes(tmp_path, redis_url, fake_cat_facts, aiohttp_client)
     created = await (await writer.post("/api/v1/users", json={"name": "before"})).json()
     path = f"/api/v1/users/{created['id']}"
-    await answer(reader, path)
-    await answer(reader, "/api/v1/users")
-    assert (await answer(reader, path))[0].headers["X-Cache"] == "HIT"
+    await json_ok(reader, path)
+    await json_ok(reader, "/api/v1/users")
+    assert (await json_ok(reader, path))[0].headers["X-Cache"] == "HIT"
     for name in ("one", "two", "three"):
         assert (await writer.patch(path, json={"name": name})).status == 200
-        resp, body = await answer(reader, path)
+        resp, body = await json_ok(reader, path)
         assert body["name"] == name, resp.headers["X-Cache"]
-        _, listed = await answer(reader, "/api/v1/users")
+        _, listed = await json_ok(reader, "/api/v1/users")
         assert [u["name"] for u in listed["items"]] == [name]
     assert (await writer.delete(path)).status == 204
     await problem(await reader.get(path), 404)
-    assert (await answer(reader, "/api/v1/users"))[1]["items"] == []
+    assert (await json_ok(reader, "/api/v1/users"))[1]["items"] == []
 
 
 async def test_an_invalidation_that_times_out_leaves_no_stale_read_anywhere(
@@ -147,8 +134,8 @@ async def test_an_invalidation_that_times_out_leaves_no_stale_read_anywhere(
     )
     created = await (await writer.post("/api/v1/users", json={"name": "before"})).json()
     path = f"/api/v1/users/{created['id']}"
-    await answer(reader, path)
-    assert (await answer(reader, path))[0].headers["X-Cache"] == "HIT"
+    await json_ok(reader, path)
+    assert (await json_ok(reader, path))[0].headers["X-Cache"] == "HIT"
     # Redis stops taking writes (a failover, a stuck script): reads still work, so the old entry
     # is there for the reading. The writer's invalidation times out.
     await redis.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
@@ -156,13 +143,13 @@ async def test_an_invalidation_that_times_out_leaves_no_stale_read_anywhere(
         resp = await writer.patch(path, json={"name": "after"})
         assert resp.status == 200  # the write itself needs no Redis
         for client in (reader, writer):
-            resp, body = await answer(client, path)
+            resp, body = await json_ok(client, path)
             assert body["name"] == "after", resp.headers["X-Cache"]
     finally:
         await redis.execute_command("CLIENT", "UNPAUSE")
     await asyncio.sleep(0.3)  # past retry_interval: both use Redis again
     for client in (reader, writer, reader):
-        resp, body = await answer(client, path)
+        resp, body = await json_ok(client, path)
         assert body["name"] == "after", resp.headers["X-Cache"]
     assert resp.headers["X-Cache"] == "HIT"
 
@@ -173,19 +160,19 @@ async def test_reads_sharing_round_trips_never_read_a_write_stale(redis_url, fak
     writer, reader = await two_processes(tmp_path, redis_url, fake_cat_facts, aiohttp_client)
     created = await (await writer.post("/api/v1/users", json={"name": "before"})).json()
     path = f"/api/v1/users/{created['id']}"
-    await answer(reader, path)
+    await json_ok(reader, path)
     stop = asyncio.Event()
 
     async def keep_reading() -> None:  # keeps round trips under way while the writes land
         while not stop.is_set():
-            await answer(reader, path)
+            await json_ok(reader, path)
 
     background = [asyncio.create_task(keep_reading()) for _ in range(8)]
     try:
         for round_ in range(10):
             name = f"name-{round_}"
             assert (await writer.patch(path, json={"name": name})).status == 200
-            answers = await asyncio.gather(*(answer(reader, path) for _ in range(16)))
+            answers = await asyncio.gather(*(json_ok(reader, path) for _ in range(16)))
             assert {body["name"] for _, body in answers} == {name}
     finally:
         stop.set()
@@ -198,12 +185,12 @@ async def test_concurrent_hits_of_two_namespaces_each_get_their_own_generation(
     redis_url, fake_cat_facts, tmp_path, aiohttp_client
 ):
     writer, reader = await two_processes(tmp_path, redis_url, fake_cat_facts, aiohttp_client)
-    await answer(reader, "/api/v1/baz")
+    await json_ok(reader, "/api/v1/baz")
     for round_ in range(3):
         name = f"user-{round_}"
         assert (await writer.post("/api/v1/users", json={"name": name})).status == 201
         answers = await asyncio.gather(
-            *(answer(reader, path) for path in ["/api/v1/users?limit=100", "/api/v1/baz"] * 8)
+            *(json_ok(reader, path) for path in ["/api/v1/users?limit=100", "/api/v1/baz"] * 8)
         )
         for (resp, body), path in zip(answers, ["users", "baz"] * 8, strict=True):
             if path == "users":
@@ -238,14 +225,14 @@ async def test_a_hit_replays_only_what_the_route_declared(
     redis_url, fake_cat_facts, tmp_path, aiohttp_client, redis, change
 ):
     client = await aiohttp_client(create_app(cache_config(tmp_path, redis_url, fake_cat_facts)))
-    await answer(client, "/api/v1/baz")
+    await json_ok(client, "/api/v1/baz")
     await tamper(redis, "baz", change)
-    resp, body = await answer(client, "/api/v1/baz")
+    resp, body = await json_ok(client, "/api/v1/baz")
     assert resp.headers["X-Cache"] == "MISS"  # the tampered entry was not served
     assert resp.headers["Content-Type"].startswith("application/json")
     assert "Set-Cookie" not in resp.headers and "Location" not in resp.headers
     assert body["fact"] == fake_cat_facts.fact(2)
-    assert (await answer(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"  # replaced by a good one
+    assert (await json_ok(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"  # replaced by a good one
 
 
 # --- a Redis of its own ---------------------------------------------------------------------------
@@ -256,8 +243,8 @@ async def test_the_cache_can_live_in_a_redis_of_its_own(
 ):
     config = cache_config(tmp_path, redis_url, fake_cat_facts, cache={"redis_url": private_redis.url})
     client = await aiohttp_client(create_app(config))
-    _, body = await answer(client, "/api/v1/baz")
-    assert (await answer(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
+    _, body = await json_ok(client, "/api/v1/baz")
+    assert (await json_ok(client, "/api/v1/baz"))[0].headers["X-Cache"] == "HIT"
     cache_redis = Redis.from_url(private_redis.url)
     try:
         assert await cache_redis.keys("cache:*")
