@@ -15,7 +15,6 @@ in 1.1 us against 3.2 us; a whole request costs 40-50 us. Both paths give the sa
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +22,13 @@ import orjson
 from aiohttp import web
 
 JSON_CONTENT_TYPE = "application/json"
-# A number orjson may not keep exact: beyond 64 bits it parses integers as floats.
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+# A number orjson may not keep exact: beyond 64 bits it parses integers as floats. Found by
+# mapping every digit to "0" and anything else to a space, then looking for 19 zeros in a row:
+# 0.4 us on bar's body against 1.1 us for searching it with re.compile(rb"[0-9]{19}").
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_NUMBER = b"0" * 19
+# The common answer's headers, built once (passing content_type and charset builds them per answer).
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
 def dumps(data: Any) -> bytes:
@@ -43,6 +47,8 @@ def json_response(
     content_type: str = JSON_CONTENT_TYPE,
 ) -> web.Response:
     """aiohttp's json_response, encoded by `dumps` (the same Content-Type, charset utf-8)."""
+    if headers is None and content_type == JSON_CONTENT_TYPE:
+        return web.Response(body=dumps(data), status=status, headers=_JSON_HEADERS)
     return web.Response(body=dumps(data), status=status, headers=headers, content_type=content_type, charset="utf-8")
 
 
@@ -61,7 +67,7 @@ def loads_body(raw: bytes) -> Any:
     Raises ValueError (UnicodeDecodeError included) for a body that is not JSON, RecursionError
     for one nested too deeply: the standard library's errors, whichever parser ran.
     """
-    if not _LONG_NUMBER.search(raw):
+    if _LONG_NUMBER not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

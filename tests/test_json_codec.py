@@ -19,6 +19,9 @@ from server.json_codec import dumps, json_response, loads_body
         b"[1e308, -0, 0.1, 2.5e-3]",
         b'"\\ud800"',  # a lone surrogate: the standard library takes it (the validation refuses it later)
         b"1e400",
+        b"[1844674407370955161, 18446744073709551615, 18446744073709551616]",  # 19 and 20 digits
+        b"[-9223372036854775808, 123456789012345678]",  # 19 digits at the 64-bit floor, then 18
+        b"[1234567890.123456789, 12345678901234567.8e2]",  # digits split by a point: runs under 19
     ],
 )
 def test_bodies_parse_as_the_standard_library_parses_them(raw):
@@ -55,5 +58,10 @@ def test_json_response_keeps_aiohttps_content_type():
     response = json_response({"a": 1}, status=201, headers={"Location": "/x"})
     assert (response.status, response.headers["Location"], response.body) == (201, "/x", b'{"a":1}')
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+    plain = json_response({"a": 1})
+    assert (plain.status, plain.content_type, plain.charset) == (200, "application/json", "utf-8")
+    assert plain.headers["Content-Type"] == "application/json; charset=utf-8"
+    plain.headers["X-Request-ID"] = "one"  # an answer's headers are its own
+    assert "X-Request-ID" not in json_response({"a": 1}).headers
     problem = json_response({}, content_type="application/problem+json")
     assert problem.headers["Content-Type"] == "application/problem+json; charset=utf-8"
