@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from server.auth.policy import Rate
 from server.batching import Batcher
+from server.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,13 @@ class RateLimiter:
         self._redis = redis
         self._sha = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
         self._prefix = prefix
-        self._retry_interval = retry_interval
-        self._retry_at = 0.0
+        self._outage = Outage(
+            retry_interval,
+            log=log,
+            down="rate limiting off: Redis fails (%s: %s); requests pass unlimited until it answers",
+            back="rate limiting on again: Redis answers after %.1f s",
+        )
         self._batch: Batcher[tuple[str, float, int], bytes] = Batcher(self._run, timeout=timeout)
-        self.down_since: float | None = None
         # Requests let through without a decision (Redis down), since the process started.
         self.failed_open = 0
 
@@ -93,18 +96,17 @@ class RateLimiter:
 
     async def hit(self, key: str, rate: Rate) -> Decision | None:
         """Count one request of `key` against `rate`; None when Redis cannot tell."""
-        if self.down_since is not None and time.monotonic() < self._retry_at:
+        if not self._outage.usable():
             self.failed_open += 1
             return None
         try:
             answer = await self._batch.ask((f"{self._prefix}:{rate.name}:{key}", rate.interval, rate.burst))
             allowed, remaining, retry_after, reset_after = answer.split()
         except REDIS_ERRORS as exc:
-            self._failed(exc)
+            self.failed_open += 1
+            self._outage.failed(exc)
             return None
-        if self.down_since is not None:
-            log.info("rate limiting on again: Redis answers after %.1f s", time.monotonic() - self.down_since)
-            self.down_since = None
+        self._outage.succeeded()
         return Decision(allowed == b"1", int(float(remaining)), float(retry_after), float(reset_after))
 
     async def close(self) -> None:
@@ -131,15 +133,3 @@ class RateLimiter:
             if isinstance(result, Exception):
                 raise result
         return results
-
-    def _failed(self, exc: BaseException) -> None:
-        self.failed_open += 1
-        now = time.monotonic()
-        self._retry_at = now + self._retry_interval
-        if self.down_since is None:
-            self.down_since = now
-            log.warning(
-                "rate limiting off: Redis fails (%s: %s); requests pass unlimited until it answers",
-                type(exc).__name__,
-                exc,
-            )

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from server.batching import Batcher
 from server.config import CacheConfig
+from server.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -179,39 +180,6 @@ class Entry:
             return None
 
 
-class Outage:
-    """Tracks a Redis outage: one warning when it starts, and a pause before trying Redis again."""
-
-    __slots__ = ("down_since", "retry_at", "retry_interval")
-
-    def __init__(self, retry_interval: float) -> None:
-        self.retry_interval = retry_interval
-        self.down_since: float | None = None
-        self.retry_at = 0.0
-
-    def usable(self) -> bool:
-        """False while Redis failed less than `retry_interval` ago: skip it instead of waiting on it."""
-        return self.down_since is None or time.monotonic() >= self.retry_at
-
-    def failed(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if self.down_since is None:
-            self.down_since = now
-            log.warning(
-                "response cache unavailable (%s: %s); answering from handlers (X-Cache: BYPASS) until Redis is back",
-                type(exc).__name__,
-                exc,
-            )
-        else:
-            log.debug("response cache still unavailable: %r", exc)
-        self.retry_at = now + self.retry_interval
-
-    def succeeded(self) -> None:
-        if self.down_since is not None:
-            log.info("response cache available again after %.1f s", time.monotonic() - self.down_since)
-            self.down_since = None
-
-
 class ResponseCache:
     """Reads and writes cached answers in Redis; the async methods may raise one of REDIS_ERRORS."""
 
@@ -225,7 +193,12 @@ class ResponseCache:
         self._lookups: Batcher[str, bytes | None] = Batcher(self._mget, timeout=timeout)
         self.config = config
         self.prefix = config.prefix
-        self.outage = Outage(config.retry_interval)
+        self.outage = Outage(
+            config.retry_interval,
+            log=log,
+            down="response cache unavailable (%s: %s); answering from handlers (X-Cache: BYPASS) until Redis is back",
+            back="response cache available again after %.1f s",
+        )
         self.lock_ms = max(1, int(config.lock_timeout * 1000))
         self._store = redis.register_script(_STORE_LUA)
         self._unlock = redis.register_script(_UNLOCK_LUA)
