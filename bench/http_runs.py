@@ -64,6 +64,12 @@ def baseline(stage: Stage) -> App:
     return App("baseline", argv)
 
 
+def floor(stage: Stage) -> App:
+    """The baseline plus the contract's per-request minimum (bench/baseline_app.py --contract-floor)."""
+    bare = baseline(stage)
+    return App("floor", lambda port: [*bare.argv(port), "--contract-floor"])
+
+
 def peer_app(stage: Stage, peer: Peer) -> App:
     return App(peer.kind, peer.argv, env=peer.env(stage.db_path))
 
@@ -126,7 +132,7 @@ def take_samples(stage: Stage, routes: list[Route], apps: list[App]) -> tuple[di
                     set_baseline_baz(stage.redis_url, got.body)
                 else:
                     got = sample(port, route)
-                if got.status != 200 and app.kind in ("ours", "baseline"):
+                if got.status != 200 and app.kind in ("ours", "baseline", "floor"):
                     errors[route.name] = f"error: {app.kind} answered a sample request with {got.status}"
                     continue
                 samples[app.kind][route.name] = got
@@ -196,7 +202,7 @@ def run_http(stage: Stage) -> list[dict[str, Any]]:
         peers = [peer_app(stage, p) for p in found]
         if reason:
             stage.warnings.append(reason)
-    apps = [ours(stage), baseline(stage), *peers]
+    apps = [ours(stage), baseline(stage), floor(stage), *peers]
     try:
         samples, errors = take_samples(stage, routes, apps)
     except StartError as exc:
@@ -232,6 +238,21 @@ def run_http(stage: Stage) -> list[dict[str, Any]]:
 FIELDS = ("requests_per_s", "p50_ms", "p99_ms", "cpu_us_per_request")
 
 
+def floor_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Where the floor ran: floor/baseline (what the contract's per-request minimum leaves of the
+    bare app) and ours/floor (what the rest of ours costs), by requests/s, pair by pair."""
+    if not runs.get("floor"):
+        return {}
+
+    def rps(kind: str) -> list[float]:
+        return [r["requests_per_s"] for r in runs[kind]]
+
+    return {
+        "floor_ratio": spread(harness.pairwise_ratios(rps("floor"), rps("baseline"))).as_dict(),
+        "ours_floor_ratio": spread(harness.pairwise_ratios(rps("ours"), rps("floor"))).as_dict(),
+    }
+
+
 def summarize(route: Route, runs: dict[str, list[dict[str, Any]]], samples: dict[str, dict[str, Sample]]) -> dict:
     """A route's figures: each app's medians and ranges, ours/baseline pair by pair, notes."""
     ratio = spread(
@@ -263,5 +284,6 @@ def summarize(route: Route, runs: dict[str, list[dict[str, Any]]], samples: dict
             )
         ).as_dict(),
         "targets": harness.http_targets(ratio, spread(r["p99_ms"] for r in runs["ours"]), TARGETS),
+        **floor_ratios(runs),
         "notes": notes,
     }

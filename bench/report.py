@@ -75,6 +75,24 @@ def _http_section(http: Sequence[Mapping[str, Any]], targets: Mapping[str, float
                 f"| {fmt_spread(route['cpu_ratio'], 2)} |"
             )
         lines.append("")
+    with_floor = [r for r in http if r.get("status") == "ok" and r.get("floor_ratio")]
+    if with_floor:
+        lines += [
+            "",
+            "The floor: the bare app plus the least the contract asks of every request (an X-Request-ID, "
+            "nosniff, the Host check, problem details, a count and latency bucket per route; "
+            "`bench/baseline_app.py --contract-floor`), run in the same pairs. Its ratio to the bare app "
+            "is what no server keeping the contract can beat; ours/floor is what the rest of ours costs.",
+            "",
+            "| route | floor/baseline | ours/floor | ours/baseline |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for route in with_floor:
+            lines.append(
+                f"| `{route['method']} {route['path']}` | {fmt_spread(route['floor_ratio'], 2)} "
+                f"| {fmt_spread(route.get('ours_floor_ratio'), 2)} | {fmt_spread(route.get('ratio'), 2)} |"
+            )
+        lines.append("")
     for route in http:
         for note in route.get("notes", []):
             lines.append(f"- `{route['method']} {route['path']}`: {note}")
@@ -85,6 +103,7 @@ def _http_section(http: Sequence[Mapping[str, Any]], targets: Mapping[str, float
 PEER_NAMES = {
     "ours": "ours (aiohttp, this project)",
     "baseline": "bare aiohttp",
+    "floor": "bare aiohttp + the contract's per-request minimum",
     "fastapi": "FastAPI + uvicorn",
     "flask": "Flask + gunicorn (sync)",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -288,6 +289,50 @@ async def test_baseline_app_answers_like_the_contract(aiohttp_client, redis_url,
     finally:
         sync.close()
     assert await (await client.get("/api/v1/baz")).json() == primed
+
+
+async def test_the_contract_floor_does_what_every_request_of_ours_does(aiohttp_client, redis_url, tmp_path):
+    db_path = tmp_path / "bench.db"
+    with sqlite3.connect(db_path) as db:
+        db.execute(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL)"
+        )
+    client = await aiohttp_client(create_baseline_app(str(db_path), redis_url, "bench:baz", floor=True))
+    resp = await client.get("/healthz", headers={"X-Request-ID": "abc-1"})
+    assert await resp.json() == {"status": "ok"}
+    assert (resp.headers["X-Request-ID"], resp.headers["X-Content-Type-Options"]) == ("abc-1", "nosniff")
+    made = (await client.get("/healthz", headers={"X-Request-ID": "not valid!"})).headers["X-Request-ID"]
+    assert made != "not valid!" and re.fullmatch(r"[0-9a-f]{16}-[0-9]+", made)
+    missing = await client.get("/nowhere")
+    assert missing.status == 404 and missing.content_type == "application/problem+json"
+    assert (await missing.json())["request_id"] == missing.headers["X-Request-ID"]
+    wrong_host = await client.get("/healthz", headers={"Host": "evil.example"})
+    assert wrong_host.status == 400 and wrong_host.content_type == "application/problem+json"
+
+
+def test_the_floor_is_reported_beside_ours_and_the_bare_app():
+    results = sample_results()
+    healthz = results["http"][0]
+    healthz["floor_ratio"] = Spread(0.8, 0.75, 0.85, 3).as_dict()
+    healthz["ours_floor_ratio"] = Spread(0.95, 0.9, 1.0, 3).as_dict()
+    healthz["peers"] = {"floor": {"requests_per_s": Spread(8000, 7900, 8100, 3).as_dict()}}
+    text = report.render_markdown(results)
+    assert "| `GET /healthz` | 0.80 (0.75–0.85) | 0.95 (0.90–1.00) | 0.90 (0.88–0.92) |" in text
+    assert "| ours (aiohttp, this project) | bare aiohttp | bare aiohttp + the contract's per-request minimum |" in text
+
+
+def test_floor_ratios_pair_the_runs():
+    from bench.http_runs import floor_ratios
+
+    runs = {
+        kind: [{"requests_per_s": rps} for rps in figures]
+        for kind, figures in (("ours", [80, 90, 70]), ("baseline", [100, 100, 100]), ("floor", [90, 100, 80]))
+    }
+    got = floor_ratios(runs)
+    assert got["floor_ratio"]["median"] == 0.9  # 0.9, 1.0, 0.8
+    assert got["ours_floor_ratio"]["median"] == pytest.approx(80 / 90)  # 80/90, 90/100, 70/80
+    assert floor_ratios({"ours": runs["ours"], "baseline": runs["baseline"]}) == {}
 
 
 async def test_the_postgresql_baseline_answers_as_our_server_does(
