@@ -264,13 +264,19 @@ def test_seeding_fills_required_columns(tmp_path):
     assert (name, note) == ("bench-user-00000", "x")
 
 
-async def test_baseline_app_answers_like_the_contract(aiohttp_client, redis_url, tmp_path):
+def users_table(tmp_path: Path) -> Path:
+    """A SQLite file with the users table the baseline reads, empty."""
     db_path = tmp_path / "bench.db"
     with sqlite3.connect(db_path) as db:
         db.execute(
             "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, "
             "updated_at TEXT NOT NULL)"
         )
+    return db_path
+
+
+async def test_baseline_app_answers_like_the_contract(aiohttp_client, redis_url, tmp_path):
+    db_path = users_table(tmp_path)
     seed_users(db_path, 30)
     client = await aiohttp_client(create_baseline_app(str(db_path), redis_url, "bench:baz"))
     assert await (await client.get("/healthz")).json() == {"status": "ok"}
@@ -292,12 +298,7 @@ async def test_baseline_app_answers_like_the_contract(aiohttp_client, redis_url,
 
 
 async def test_the_contract_floor_does_what_every_request_of_ours_does(aiohttp_client, redis_url, tmp_path):
-    db_path = tmp_path / "bench.db"
-    with sqlite3.connect(db_path) as db:
-        db.execute(
-            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, "
-            "updated_at TEXT NOT NULL)"
-        )
+    db_path = users_table(tmp_path)
     client = await aiohttp_client(create_baseline_app(str(db_path), redis_url, "bench:baz", floor=True))
     resp = await client.get("/healthz", headers={"X-Request-ID": "abc-1"})
     assert await resp.json() == {"status": "ok"}
