@@ -128,13 +128,14 @@ class DatabaseBench:
         opts.tmp.mkdir(parents=True)
         self.redis = RedisProcess().start()
         pin_tree(self.redis.proc.pid if self.redis.proc else 0, SERVER_CORE)
-        reason = unavailable_reason()
-        if reason is None:
+        wanted = "postgresql" in opts.backends  # not with `--backend sqlite`
+        reason = unavailable_reason() if wanted else None
+        if wanted and reason is None:
             self.postgres = PostgresProcess().start()
             self.postgres.create_database("bench")
             self.urls["postgresql"] = self.postgres.url("bench")
             pin_tree(self.postmaster_pid(), SERVER_CORE)
-        else:
+        elif wanted:
             self.notes.append(f"PostgreSQL skipped: {reason}")
         for backend in opts.backends:
             if backend == "postgresql" and "postgresql" not in self.urls:
@@ -148,7 +149,7 @@ class DatabaseBench:
         if "sqlite" in self.configs:
             seeded = seed_users(self.sqlite_path, opts.users)
             log(f"sqlite {self.sqlite_path.name}: {seeded} users")
-        if "postgresql" in self.urls:
+        if "postgresql" in self.configs:
             seeded = asyncio.run(seed_postgres(self.urls["postgresql"], opts.users))
             log(f"postgresql {self.urls['postgresql']}: {seeded} users")
 
