@@ -9,9 +9,9 @@ Started by `python -m bench`:
 With `--contract-floor` it also does, in one middleware written as plainly as it can be, the
 least the contract asks of every request whatever its route: an X-Request-ID (a well-formed one
 echoed, else a new one), `X-Content-Type-Options: nosniff`, the Host check, errors as problem
-details, and a count and latency bucket per route and status for the metrics. No server keeping
-the contract can do less per request, so this "floor" shows how much of the gap between ours and
-the bare app is the contract's fixed work, and how much is ours.
+details, and a count and latency bucket per route and status for the metrics. Every server
+keeping the contract does this work on every request, so this "floor" shows how much of the gap
+between ours and the bare app is the contract's fixed work, and how much is ours.
 """
 
 from __future__ import annotations
