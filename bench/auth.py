@@ -34,10 +34,11 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 
-from bench.processes import http_server, pinned
-from bench.stage import write_bench_config
+from bench.processes import cpu_seconds, http_server, pinned
+from bench.stage import ours_argv, write_bench_config
 from testing.redis import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,19 +64,11 @@ def make_token(config: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextmanager
 def server(config: Path) -> Iterator[tuple[str, int]]:
     """Our server on `config`, pinned to SERVER_CORE: its base URL and pid (log beside the config)."""
 
-    def argv(port: int) -> list[str]:
-        return [PY, "-m", "server", "--config", str(config), "serve", "--port", str(port)]
-
-    with http_server("ours", argv, config.with_suffix(".log"), SERVER_CORE) as (proc, port):
+    with http_server("ours", partial(ours_argv, config), config.with_suffix(".log"), SERVER_CORE) as (proc, port):
         yield f"http://127.0.0.1:{port}", proc.pid
 
 

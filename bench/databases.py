@@ -26,7 +26,7 @@ from typing import Any
 from bench import harness
 from bench.options import BENCH_DIR, ROOT
 from bench.processes import Proc, cpu_seconds, http_request, log, pinned
-from bench.stage import PY, seed_users, write_bench_config
+from bench.stage import PY, ours_argv, seed_users, write_bench_config
 from server.config import load_config
 from testing.postgres import PostgresProcess, unavailable_reason
 from testing.redis import RedisProcess, free_port
@@ -155,7 +155,7 @@ class DatabaseBench:
 
     def argv(self, backend: str, kind: str, port: int) -> list[str]:
         if kind == "ours":
-            return [PY, "-m", "server", "--config", str(self.configs[backend]), "serve", "--port", str(port)]
+            return ours_argv(self.configs[backend], port)
         if backend == "sqlite":
             assert self.redis is not None
             return [

@@ -21,12 +21,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench.harness import parse_wrk
 from bench.processes import http_server, pinned
-from bench.stage import seed_users, write_bench_config
+from bench.stage import ours_argv, seed_users, write_bench_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -46,10 +47,7 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
 
 
 def run_once(config: Path, seconds: int, connections: int, log: Path) -> dict[str, float]:
-    def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", "server", "--config", str(config), "serve", "--port", str(port)]
-
-    with http_server("ours", argv, log, 0) as (_proc, port):
+    with http_server("ours", partial(ours_argv, config), log, 0) as (_proc, port):
         wrk(port, 1, connections)  # warm-up, discarded
         return wrk(port, seconds, connections)
 

@@ -83,7 +83,7 @@ async def revoke_token(config: Config, token_id: int) -> tuple[ApiToken | None, 
 
 
 def describe(row: ApiToken) -> str:
-    """One line of `token list`: the id first, never the row."""
+    """One line of `token list`: the id first, never the secret (only its hash is stored)."""
     return "\t".join(
         [
             str(row.id),
